@@ -1,0 +1,1 @@
+"""mizzen-controller: the control plane (istiod replacement). Built by the control-plane issue."""

@@ -1,0 +1,63 @@
+"""structlog set up once for every entry point.
+
+JSON lines when not on a terminal (containers, CNI plugin logs), a readable
+console format on a terminal. Log output always goes to stderr or a file, never
+stdout: the CNI plugin's stdout belongs to the CNI protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import IO, Any
+
+import structlog
+
+_configured = False
+
+
+def setup(level: str | None = None, *, stream: IO[str] | None = None, json: bool | None = None) -> None:
+    """Configure structlog and the stdlib root logger; later calls only change the level."""
+    global _configured
+    level_name = (level or os.environ.get("MIZZEN_LOG_LEVEL") or "info").upper()
+    numeric = logging.getLevelName(level_name)
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    out = stream or sys.stderr
+    if json is None:
+        fmt = os.environ.get("MIZZEN_LOG_FORMAT")
+        json = fmt == "json" if fmt else not out.isatty()
+
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that use stdlib logging (aiohttp, asyncio) land on the same stream.
+    root = logging.getLogger()
+    if not _configured:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(numeric)
+    _configured = True
+
+
+def get(name: str | None = None, **bound: Any) -> Any:
+    """A bound structlog logger; ``name`` becomes the ``logger`` key."""
+    log = structlog.get_logger()
+    if name:
+        bound["logger"] = name
+    return log.bind(**bound) if bound else log

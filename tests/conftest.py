@@ -1,0 +1,46 @@
+"""Shared fixtures: root detection and throwaway network namespaces that never outlive a test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IS_ROOT:
+        return
+    if IN_CI:
+        raise pytest.UsageError("CI runs as root: tests marked 'root' must run, not be skipped")
+    skip = pytest.mark.skip(reason="needs root for network namespaces and iptables (CI runs it)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture
+def netns_path() -> Iterator[str]:
+    """A bare, empty network namespace (lo up); deleted after the test, whatever happens."""
+    name = f"mzt-{uuid.uuid4().hex[:8]}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield f"/var/run/netns/{name}"
+    finally:
+        _ip("netns", "del", name, check=False)
+
+
+@pytest.fixture
+def golden_dir() -> Path:
+    return Path(__file__).parent / "golden"
