@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cni import netns, rules
 from cni.rules import CaptureConfig, Family
@@ -29,8 +29,7 @@ def _binary(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Tools:
+class _Tools(NamedTuple):
     save: str
     restore: str
 

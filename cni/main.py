@@ -13,13 +13,17 @@ import sys
 
 
 def _plugin() -> int:
-    from cni import plugin, spec
+    from cni import spec
+
+    if os.environ.get("CNI_COMMAND") == "VERSION":
+        sys.stdout.write(json.dumps(spec.version_result()) + "\n")
+        return 0
+    from cni import plugin
 
     version = spec.SPEC_VERSION
     try:
-        stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
-        inv = spec.parse(os.environ, stdin)
-        version = inv.cni_version if inv.command != "VERSION" else version
+        inv = spec.parse(os.environ, sys.stdin.buffer.read())
+        version = inv.cni_version
         result = plugin.run(inv)
     except spec.CniError as exc:
         sys.stdout.write(json.dumps(exc.to_json(version)) + "\n")

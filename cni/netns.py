@@ -9,7 +9,6 @@ keeps this safe for the long-running node agent too.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import subprocess
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ _libc: ctypes.CDLL | None = None
 def _setns(path: str) -> None:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)  # the libc already mapped into this process
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:

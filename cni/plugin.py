@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from cni import capture, kube, netns, pod, rules, spec
+from cni import capture, netns, pod, rules, spec
 from cni.rules import Family
 from cni.spec import CniError, Invocation
 
@@ -71,6 +71,8 @@ def _pod_metadata(inv: Invocation, log: _Log) -> tuple[Mapping[str, Any], Mappin
             "no source of pod metadata",
             "set kubernetes.kubeconfig in the plugin config or pass args.mizzen",
         )
+    from cni import kube  # urllib and ssl cost ~35 ms to import; only pods read from the API pay it
+
     try:
         client = kube.client_from_kubeconfig(kubeconfig, timeout=float(kube_cfg.get("api_timeout", 5)))
         return kube.fetch_pod_and_namespace(
