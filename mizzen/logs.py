@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -42,7 +42,7 @@ def setup(level: str | None = None, *, stream: IO[str] | None = None, json: bool
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (aiohttp, asyncio) land on the same stream.
@@ -56,8 +56,8 @@ def setup(level: str | None = None, *, stream: IO[str] | None = None, json: bool
 
 
 def get(name: str | None = None, **bound: Any) -> Any:
-    """A bound structlog logger; ``name`` becomes the ``logger`` key."""
-    log = structlog.get_logger()
+    """A lazily bound structlog logger; ``name`` becomes the ``component`` key."""
     if name:
-        bound["logger"] = name
-    return log.bind(**bound) if bound else log
+        bound["component"] = name
+    # Lazy: the logger is created on first use, so module-level loggers honour a later setup().
+    return structlog.get_logger(**bound)

@@ -1,0 +1,5 @@
+"""``python -m mizzen``: the same CLI as the ``mizzen`` console script."""
+
+from mizzen.cli import main
+
+raise SystemExit(main())
