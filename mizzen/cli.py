@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("down", help="remove every pod and the node (also after a crash)")
 
-    top.add_parser("demo", help="run the local demo")
+    demo_p = top.add_parser("demo", help="run the local demo")
+    demo_p.add_argument("--keep", action="store_true", help="leave the demo's pods running at the end")
     return parser
 
 
@@ -165,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Logging is set up before mizzen.local is imported: its module-level loggers bind at import.
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--log-level", default=None)
-    logs.setup(early.parse_known_args(argv)[0].log_level)
+    level = early.parse_known_args(argv)[0].log_level
+    # The demo narrates on stdout; node bookkeeping logs would drown it unless asked for.
+    logs.setup(level or ("warning" if argv[:1] == ["demo"] else None))
     args = build_parser().parse_args(argv)
     if tail:
         if getattr(args, "verb", None) != "exec":
@@ -174,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from mizzen.local import demo
 
-        return demo.run()
+        return demo.run(["--keep"] if args.keep else [])
     from mizzen.local import CniError, NodeError
     from mizzen.local.cnipath import PluginNotFound
     from mizzen.local.netns import CommandError

@@ -1,16 +1,15 @@
-"""Small traffic pieces for capture tests: a TCP server that names the peer, a client, a tracer reader."""
+"""Small traffic pieces for capture tests: a TCP server that names the peer, and a client."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
 from mizzen.local import LocalNode
+from mizzen.local.trace import PodTracer as Tracer
+from mizzen.local.trace import wait_for
+
+__all__ = ["Tracer", "connect", "start_server", "wait_for"]
 
 # The venv's interpreter: the bootstrap puts it where UID 1337 can run it.
 PYTHON = sys.executable
@@ -32,39 +31,6 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
 s.sendall(b"hi"); s.shutdown(socket.SHUT_WR)
 print(s.recv(1024).decode())
 """
-
-
-class Tracer:
-    """A ``cni.tracer`` running in a pod as UID 1337; its JSON events collected as they arrive."""
-
-    def __init__(self, node: LocalNode, pod: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.proc = node.spawn(
-            pod,
-            [PYTHON, "-m", "cni.tracer", "--pod", pod],
-            uid=1337,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        wait_for(lambda: any("listening" in e for e in self.events), f"tracer in {pod} to listen")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.append(json.loads(line))
-
-    def relayed(self, direction: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("direction") == direction and e.get("relayed")]
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def start_server(node: LocalNode, pod: str, port: int) -> subprocess.Popen[bytes]:
