@@ -8,12 +8,16 @@ found it.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+import os
 
 from cni import netns, rules
-from cni.rules import CaptureConfig, Family
+from cni.rules import CaptureConfig
+
+TYPE_CHECKING = False  # see cni/spec.py: no typing at run time on the plugin's path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from cni.rules import Family
 
 
 class CaptureError(RuntimeError):
@@ -26,12 +30,20 @@ class CaptureError(RuntimeError):
 
 
 def _binary(name: str) -> str:
-    return shutil.which(name) or f"/usr/sbin/{name}"
+    """``name`` on PATH (what shutil.which does, without importing shutil), else /usr/sbin."""
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(directory, name)
+        if directory and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return f"/usr/sbin/{name}"
 
 
-class _Tools(NamedTuple):
-    save: str
-    restore: str
+class _Tools:
+    __slots__ = ("restore", "save")
+
+    def __init__(self, save: str, restore: str) -> None:
+        self.save = save
+        self.restore = restore
 
 
 def _tools(family: Family) -> _Tools:
@@ -93,7 +105,7 @@ def install(
     ``cfg`` may be a :class:`CaptureConfig` or a pod's annotations. Idempotent: a netns that
     already holds exactly these rules is not touched.
     """
-    if cfg is None or isinstance(cfg, Mapping):
+    if not isinstance(cfg, CaptureConfig):
         cfg = rules.config_from_annotations(cfg or {})
     netns.check_path(netns_path)
     changed: list[tuple[Family, list[str]]] = []
@@ -144,9 +156,11 @@ def _has_chains(netns_path: str, family: Family) -> bool:
     return any(line.startswith(f":{chain} ") for line in proc.stdout.decode().splitlines() for chain in rules.CHAINS)
 
 
-def check(netns_path: str, cfg: CaptureConfig | Mapping[str, str] | None, families: Iterable[Family] = (4,)) -> list[str]:
+def check(
+    netns_path: str, cfg: CaptureConfig | Mapping[str, str] | None, families: Iterable[Family] = (4,)
+) -> list[str]:
     """Differences between what is installed and what should be; empty when capture is intact."""
-    if cfg is None or isinstance(cfg, Mapping):
+    if not isinstance(cfg, CaptureConfig):
         cfg = rules.config_from_annotations(cfg or {})
     problems: list[str] = []
     for family in families:

@@ -7,16 +7,17 @@ prints the capture rules for a set of annotations (the dry run of the builder).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+from cni import fastjson
 
 
 def _plugin() -> int:
     from cni import spec
 
     if os.environ.get("CNI_COMMAND") == "VERSION":
-        sys.stdout.write(json.dumps(spec.version_result()) + "\n")
+        sys.stdout.write(fastjson.dumps(spec.version_result()) + "\n")
         return 0
     from cni import plugin
 
@@ -26,14 +27,14 @@ def _plugin() -> int:
         version = inv.cni_version
         result = plugin.run(inv)
     except spec.CniError as exc:
-        sys.stdout.write(json.dumps(exc.to_json(version)) + "\n")
+        sys.stdout.write(fastjson.dumps(exc.to_json(version)) + "\n")
         return 1
     except Exception as exc:  # a bug must still reach the runtime as a CNI error object
         err = spec.CniError(spec.IO_FAILURE, "mizzen-cni internal error", f"{type(exc).__name__}: {exc}")
-        sys.stdout.write(json.dumps(err.to_json(version)) + "\n")
+        sys.stdout.write(fastjson.dumps(err.to_json(version)) + "\n")
         return 1
     if result is not None:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(fastjson.dumps(result) + "\n")
     return 0
 
 

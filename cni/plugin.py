@@ -7,12 +7,16 @@ object to print (or None), raising :class:`~cni.spec.CniError` for the runtime.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from cni import capture, netns, pod, rules, spec
-from cni.rules import Family
 from cni.spec import CniError, Invocation
+
+TYPE_CHECKING = False  # see cni/spec.py: no typing at run time on the plugin's path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from cni.rules import Family
 
 
 class _Log:
@@ -43,7 +47,7 @@ class _Log:
 def families_of(result: Mapping[str, Any] | None) -> tuple[Family, ...]:
     """IPv4 always (the default when a result names no address), IPv6 too for dual-stack pods."""
     ips = (result or {}).get("ips") or []
-    addresses = [str(ip.get("address", "")) for ip in ips if isinstance(ip, Mapping)]
+    addresses = [str(ip.get("address", "")) for ip in ips if isinstance(ip, dict)]
     has6 = any(":" in a for a in addresses)
     has4 = any(a and ":" not in a for a in addresses)
     if has6 and not has4:
@@ -54,17 +58,17 @@ def families_of(result: Mapping[str, Any] | None) -> tuple[Family, ...]:
 def _pod_metadata(inv: Invocation, log: _Log) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """The pod and namespace objects: from ``args.mizzen`` when the runtime passed them, else the API."""
     args = inv.config.get("args")
-    supplied = args.get("mizzen") if isinstance(args, Mapping) else None
+    supplied = args.get("mizzen") if isinstance(args, dict) else None
     if supplied is not None:
-        if not isinstance(supplied, Mapping) or not isinstance(supplied.get("pod"), Mapping):
+        if not isinstance(supplied, dict) or not isinstance(supplied.get("pod"), dict):
             raise CniError(spec.INVALID_CONFIG, "invalid args.mizzen", 'expected {"pod": {...}, "namespace": {...}}')
         ns = supplied.get("namespace") or {}
-        if not isinstance(ns, Mapping):
+        if not isinstance(ns, dict):
             raise CniError(spec.INVALID_CONFIG, "invalid args.mizzen.namespace", "expected an object")
         return supplied["pod"], ns
 
     kube_cfg = inv.config.get("kubernetes") or {}
-    kubeconfig = kube_cfg.get("kubeconfig") if isinstance(kube_cfg, Mapping) else None
+    kubeconfig = kube_cfg.get("kubeconfig") if isinstance(kube_cfg, dict) else None
     if not kubeconfig:
         raise CniError(
             spec.INVALID_CONFIG,
@@ -140,6 +144,7 @@ def add(inv: Invocation) -> Mapping[str, Any]:
         return prev
     cfg = _config(annotations, inv)
     try:
+        netns.enter(inv.netns)  # from here on the process lives in the pod's netns (API calls are done)
         changed = capture.install(inv.netns, cfg, families_of(prev))
     except netns.NetnsError as exc:
         raise CniError(spec.UNKNOWN_CONTAINER, "cannot enter the pod's network namespace", str(exc)) from None
@@ -155,8 +160,8 @@ def delete(inv: Invocation) -> None:
     if not inv.netns:
         return
     try:
-        netns.check_path(inv.netns)
-    except netns.NetnsError:
+        netns.enter(inv.netns)
+    except (netns.NetnsError, OSError):
         return
     for family in families_of(inv.prev_result):
         try:
@@ -174,6 +179,7 @@ def check(inv: Invocation) -> None:
     if not capture_it:
         return
     try:
+        netns.enter(inv.netns)
         problems = capture.check(inv.netns, _config(annotations, inv), families_of(prev))
     except netns.NetnsError as exc:
         raise CniError(spec.UNKNOWN_CONTAINER, "cannot enter the pod's network namespace", str(exc)) from None
@@ -190,7 +196,7 @@ def status(inv: Invocation) -> None:
         if not os.access(tool, os.X_OK):
             raise CniError(spec.PLUGIN_NOT_AVAILABLE, "capture unavailable", f"{name} not found")
     kube_cfg = inv.config.get("kubernetes") or {}
-    kubeconfig = kube_cfg.get("kubeconfig") if isinstance(kube_cfg, Mapping) else None
+    kubeconfig = kube_cfg.get("kubeconfig") if isinstance(kube_cfg, dict) else None
     if kubeconfig and not os.access(kubeconfig, os.R_OK):
         raise CniError(spec.PLUGIN_NOT_AVAILABLE, "capture unavailable", f"kubeconfig {kubeconfig} is not readable")
 

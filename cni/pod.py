@@ -10,8 +10,10 @@ annotation; a pod still carrying Istio's own ``istio-init`` is left to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+TYPE_CHECKING = False  # see cni/spec.py: no typing at run time on the plugin's path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 INJECT = "sidecar.istio.io/inject"
 STATUS = "sidecar.istio.io/status"
@@ -34,7 +36,7 @@ def metadata(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not obj:
         return {}
     inner = obj.get("metadata")
-    return inner if isinstance(inner, Mapping) else obj
+    return inner if isinstance(inner, dict) else obj
 
 
 def capture_decision(
@@ -60,7 +62,7 @@ def capture_decision(
     if STATUS not in annotations:
         return False, f"pod has no {STATUS} annotation (the injector did not add a sidecar)"
     spec = pod.get("spec") if "metadata" in pod else None
-    if isinstance(spec, Mapping):
+    if isinstance(spec, dict):
         if any(c.get("name") == "istio-init" for c in spec.get("initContainers") or ()):
             return False, "pod has an istio-init container that programs capture itself"
         names = {c.get("name") for c in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]}

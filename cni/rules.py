@@ -13,10 +13,14 @@ no parser of iptables' grammar.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Mapping
-from typing import Literal, NamedTuple
+TYPE_CHECKING = False  # typing, re and ipaddress stay out of the plugin's start-up (see cni/spec.py)
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Mapping
+    from typing import Literal
+
+    Family = Literal[4, 6]
+    Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Chains we own; anything else in the nat table belongs to somebody else.
 INBOUND = "ISTIO_INBOUND"
@@ -44,9 +48,6 @@ ANN_REROUTE_INTERFACES = "istio.io/reroute-virtual-interfaces"
 ANN_INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
 ANN_STATUS_PORT = "status.sidecar.istio.io/port"
 
-Family = Literal[4, 6]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class AnnotationError(ValueError):
     """An annotation whose value cannot be turned into rules; names the annotation."""
@@ -68,25 +69,59 @@ class _All:
 ALL = _All()
 
 
-class CaptureConfig(NamedTuple):
-    """What to redirect, resolved from annotations; both address families in one.
+class CaptureConfig:
+    """What to redirect, resolved from annotations; both address families in one. Immutable."""
 
-    A NamedTuple rather than a dataclass: the plugin runs once per pod and importing
-    dataclasses would cost it ~10 ms.
-    """
+    __slots__ = (
+        "exclude_inbound_ports",
+        "exclude_interfaces",
+        "exclude_outbound_ports",
+        "exclude_outbound_ranges",
+        "include_inbound_ports",
+        "include_outbound_ports",
+        "include_outbound_ranges",
+        "inbound_port",
+        "outbound_port",
+        "proxy_gid",
+        "proxy_uid",
+        "reroute_interfaces",
+    )
 
-    proxy_uid: int = PROXY_UID
-    proxy_gid: int = PROXY_UID
-    outbound_port: int = OUTBOUND_CAPTURE_PORT
-    inbound_port: int = INBOUND_CAPTURE_PORT
-    include_inbound_ports: _All | tuple[int, ...] = ALL
-    exclude_inbound_ports: tuple[int, ...] = DEFAULT_EXCLUDED_INBOUND
-    include_outbound_ranges: _All | tuple[Network, ...] = ALL
-    exclude_outbound_ranges: tuple[Network, ...] = ()
-    include_outbound_ports: tuple[int, ...] = ()
-    exclude_outbound_ports: tuple[int, ...] = ()
-    exclude_interfaces: tuple[str, ...] = ()
-    reroute_interfaces: tuple[str, ...] = ()
+    def __init__(
+        self,
+        *,
+        proxy_uid: int = PROXY_UID,
+        proxy_gid: int = PROXY_UID,
+        outbound_port: int = OUTBOUND_CAPTURE_PORT,
+        inbound_port: int = INBOUND_CAPTURE_PORT,
+        include_inbound_ports: _All | tuple[int, ...] = ALL,
+        exclude_inbound_ports: tuple[int, ...] = DEFAULT_EXCLUDED_INBOUND,
+        include_outbound_ranges: _All | tuple[Network, ...] = ALL,
+        exclude_outbound_ranges: tuple[Network, ...] = (),
+        include_outbound_ports: tuple[int, ...] = (),
+        exclude_outbound_ports: tuple[int, ...] = (),
+        exclude_interfaces: tuple[str, ...] = (),
+        reroute_interfaces: tuple[str, ...] = (),
+    ) -> None:
+        values = dict(locals())
+        del values["self"]
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"CaptureConfig is immutable (tried to set {name})")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CaptureConfig) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "CaptureConfig(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     @property
     def captures_inbound(self) -> bool:
@@ -95,7 +130,13 @@ class CaptureConfig(NamedTuple):
 
 # --- annotations -> CaptureConfig ------------------------------------------------------------------
 
-_IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\+?$")
+_IFACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@-")
+
+
+def _is_iface(name: str) -> bool:
+    """A Linux interface name (IFNAMSIZ - 1 chars), optionally iptables' ``+`` wildcard suffix."""
+    stem = name[:-1] if name.endswith("+") else name
+    return 0 < len(stem) <= 15 and all(ch in _IFACE_CHARS for ch in stem)
 
 
 def _split(value: str) -> list[str]:
@@ -113,6 +154,8 @@ def _ports(annotation: str, value: str) -> tuple[int, ...]:
 
 
 def _ranges(annotation: str, value: str) -> tuple[Network, ...]:
+    import ipaddress  # only pods with range annotations pay for it
+
     nets: list[Network] = []
     for part in _split(value):
         try:
@@ -127,7 +170,7 @@ def _ranges(annotation: str, value: str) -> tuple[Network, ...]:
 def _interfaces(annotation: str, value: str) -> tuple[str, ...]:
     names = _split(value)
     for name in names:
-        if not _IFACE.match(name):
+        if not _is_iface(name):
             raise AnnotationError(annotation, value, f"{name!r} is not an interface name")
     return tuple(dict.fromkeys(names))
 
