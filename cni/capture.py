@@ -55,7 +55,9 @@ def read_nat(netns_path: str, family: Family = 4) -> list[str]:
     """The ``-A`` lines of the nat table in the netns, as iptables-save prints them."""
     proc = netns.run(netns_path, [_tools(family).save, "-t", "nat"])
     if proc.returncode != 0:
-        raise CaptureError(f"{_tools(family).save} failed in {netns_path}", proc.stderr.decode(errors="replace"))
+        raise CaptureError(
+            f"{_tools(family).save} failed in {netns_path}", proc.stderr.decode(errors="replace")
+        )
     return [line for line in proc.stdout.decode().splitlines() if line.startswith("-A ")]
 
 
@@ -153,7 +155,9 @@ def remove(netns_path: str, families: Iterable[Family] = (4,)) -> bool:
 
 def _has_chains(netns_path: str, family: Family) -> bool:
     proc = netns.run(netns_path, [_tools(family).save, "-t", "nat"])
-    return any(line.startswith(f":{chain} ") for line in proc.stdout.decode().splitlines() for chain in rules.CHAINS)
+    return any(
+        line.startswith(f":{chain} ") for line in proc.stdout.decode().splitlines() for chain in rules.CHAINS
+    )
 
 
 def check(
@@ -164,7 +168,9 @@ def check(
         cfg = rules.config_from_annotations(cfg or {})
     problems: list[str] = []
     for family in families:
-        problems += [f"IPv{family} {p}" for p in diff(read_nat(netns_path, family), rules.rule_lines(cfg, family))]
+        problems += [
+            f"IPv{family} {p}" for p in diff(read_nat(netns_path, family), rules.rule_lines(cfg, family))
+        ]
     return problems
 
 

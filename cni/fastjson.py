@@ -14,6 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+_json: Any
 try:
     import _json
 except ImportError:  # pragma: no cover - CPython always has it
@@ -49,7 +50,7 @@ def loads(data: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         raise _error("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     start = len(text) - len(text.lstrip(_WS))
-    scan = _json.make_scanner(_DecoderSettings)
+    scan = _json.make_scanner(_DecoderSettings)  # reads only the settings' attributes
     try:
         obj, end = scan(text, start)
     except StopIteration as stop:
@@ -77,5 +78,7 @@ def dumps(obj: Any) -> str:
         import json
 
         return json.dumps(obj)
-    encode = _json.make_encoder({}, _default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    encode = _json.make_encoder(
+        {}, _default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
     return "".join(encode(obj, 0))

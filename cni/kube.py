@@ -95,7 +95,9 @@ def client_from_kubeconfig(path: str, timeout: float = 5.0) -> KubeClient:
     ssl_ctx: ssl.SSLContext | None = None
     if server.startswith("https"):
         ssl_ctx = ssl.create_default_context(
-            cafile=_materialise(cluster.get("certificate-authority-data"), cluster.get("certificate-authority"))
+            cafile=_materialise(
+                cluster.get("certificate-authority-data"), cluster.get("certificate-authority")
+            )
         )
         if cluster.get("insecure-skip-tls-verify"):
             ssl_ctx.check_hostname = False

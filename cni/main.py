@@ -43,7 +43,9 @@ def _rules(argv: list[str]) -> int:
 
     from cni import rules
 
-    parser = argparse.ArgumentParser(prog="mizzen-cni rules", description="Print the capture rules for a pod.")
+    parser = argparse.ArgumentParser(
+        prog="mizzen-cni rules", description="Print the capture rules for a pod."
+    )
     parser.add_argument("--annotation", "-a", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--ipv6", action="store_true", help="print the ip6tables rules")
     args = parser.parse_args(argv)
@@ -67,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return agent_main(argv[1:])
     if argv and argv[0] == "rules":
         return _rules(argv[1:])
-    print("usage: mizzen-cni agent [...] | mizzen-cni rules [...]  (as a CNI plugin: set CNI_COMMAND)",
-          file=sys.stderr)
+    print(
+        "usage: mizzen-cni agent [...] | mizzen-cni rules [...]  (as a CNI plugin: set CNI_COMMAND)",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 CLONE_NEWNET = 0x40000000
 
+
 class NetnsError(RuntimeError):
     """The namespace path does not exist or cannot be entered."""
 
@@ -99,7 +100,11 @@ def _spawn_here(argv: list[str], input: bytes | None) -> Completed:
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    actions = [
+        (os.POSIX_SPAWN_DUP2, in_r, 0),
+        (os.POSIX_SPAWN_DUP2, out_w, 1),
+        (os.POSIX_SPAWN_DUP2, err_w, 2),
+    ]
     try:
         pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
     except OSError as exc:
@@ -134,7 +139,7 @@ def run(path: str, argv: Sequence[str], *, input: bytes | None = None, timeout: 
         input=input,
         capture_output=True,
         timeout=timeout,
-        preexec_fn=lambda: _setns(path),  # noqa: PLW1509 - only a syscall runs between fork and exec
+        preexec_fn=lambda: _setns(path),
         check=False,
     )
     return Completed(list(argv), proc.returncode, proc.stdout, proc.stderr)

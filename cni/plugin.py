@@ -31,7 +31,7 @@ class _Log:
         if self._log is None:
             from mizzen import logs
 
-            stream = open(self._file, "a") if self._file else None  # noqa: SIM115 - lives for the process
+            stream = open(self._file, "a") if self._file else None
             logs.setup(self._level, stream=stream, json=True)
             self._log = logs.get("cni.plugin")
         return self._log
@@ -61,7 +61,9 @@ def _pod_metadata(inv: Invocation, log: _Log) -> tuple[Mapping[str, Any], Mappin
     supplied = args.get("mizzen") if isinstance(args, dict) else None
     if supplied is not None:
         if not isinstance(supplied, dict) or not isinstance(supplied.get("pod"), dict):
-            raise CniError(spec.INVALID_CONFIG, "invalid args.mizzen", 'expected {"pod": {...}, "namespace": {...}}')
+            raise CniError(
+                spec.INVALID_CONFIG, "invalid args.mizzen", 'expected {"pod": {...}, "namespace": {...}}'
+            )
         ns = supplied.get("namespace") or {}
         if not isinstance(ns, dict):
             raise CniError(spec.INVALID_CONFIG, "invalid args.mizzen.namespace", "expected an object")
@@ -110,7 +112,9 @@ def _decide(inv: Invocation, log: _Log) -> tuple[bool, Mapping[str, Any]]:
     # The spec (containers) is only there when the pod came from the API; the decision checks it then.
     subject = {"metadata": meta, "spec": pod_obj["spec"]} if "spec" in pod_obj else meta
     decided, reason = pod.capture_decision(subject, ns_obj, excluded)
-    log.info("capture decision", pod=inv.pod_name, namespace=inv.pod_namespace, capture=decided, reason=reason)
+    log.info(
+        "capture decision", pod=inv.pod_name, namespace=inv.pod_namespace, capture=decided, reason=reason
+    )
     return decided, pod.metadata(pod_obj).get("annotations") or {}
 
 
@@ -168,7 +172,9 @@ def delete(inv: Invocation) -> None:
             capture.remove(inv.netns, (family,))
         except capture.CaptureError as exc:
             if family == 4:
-                raise CniError(spec.CAPTURE_FAILED, f"capture rules not removed: {exc.msg}", exc.details) from None
+                raise CniError(
+                    spec.CAPTURE_FAILED, f"capture rules not removed: {exc.msg}", exc.details
+                ) from None
             log.warning("IPv6 capture rules not removed", error=str(exc))
 
 
@@ -198,7 +204,9 @@ def status(inv: Invocation) -> None:
     kube_cfg = inv.config.get("kubernetes") or {}
     kubeconfig = kube_cfg.get("kubeconfig") if isinstance(kube_cfg, dict) else None
     if kubeconfig and not os.access(kubeconfig, os.R_OK):
-        raise CniError(spec.PLUGIN_NOT_AVAILABLE, "capture unavailable", f"kubeconfig {kubeconfig} is not readable")
+        raise CniError(
+            spec.PLUGIN_NOT_AVAILABLE, "capture unavailable", f"kubeconfig {kubeconfig} is not readable"
+        )
 
 
 def gc(inv: Invocation) -> None:

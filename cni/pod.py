@@ -65,7 +65,9 @@ def capture_decision(
     if isinstance(spec, dict):
         if any(c.get("name") == "istio-init" for c in spec.get("initContainers") or ()):
             return False, "pod has an istio-init container that programs capture itself"
-        names = {c.get("name") for c in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]}
+        names = {
+            c.get("name") for c in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]
+        }
         if "istio-proxy" not in names:
             return False, "pod has no istio-proxy container"
     return True, "sidecar injected"

@@ -77,15 +77,28 @@ class CaptureConfig:
         "exclude_interfaces",
         "exclude_outbound_ports",
         "exclude_outbound_ranges",
+        "inbound_port",
         "include_inbound_ports",
         "include_outbound_ports",
         "include_outbound_ranges",
-        "inbound_port",
         "outbound_port",
         "proxy_gid",
         "proxy_uid",
         "reroute_interfaces",
     )
+
+    proxy_uid: int
+    proxy_gid: int
+    outbound_port: int
+    inbound_port: int
+    include_inbound_ports: _All | tuple[int, ...]
+    exclude_inbound_ports: tuple[int, ...]
+    include_outbound_ranges: _All | tuple[Network, ...]
+    exclude_outbound_ranges: tuple[Network, ...]
+    include_outbound_ports: tuple[int, ...]
+    exclude_outbound_ports: tuple[int, ...]
+    exclude_interfaces: tuple[str, ...]
+    reroute_interfaces: tuple[str, ...]
 
     def __init__(
         self,

@@ -138,9 +138,11 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Invocation:
     if command in ("STATUS", "GC") and _version_tuple(version) < (1, 1, 0):
         raise CniError(INCOMPATIBLE_VERSION, f"{command} needs cniVersion 1.1.0", f"got {version}")
 
-    required = {"ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
-                "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
-                "DEL": ("CNI_CONTAINERID", "CNI_IFNAME")}.get(command, ())
+    required = {
+        "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+        "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+        "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+    }.get(command, ())
     missing = [name for name in required if not env.get(name)]
     if missing:
         raise CniError(INVALID_ENV, "missing CNI environment variables", ", ".join(missing))

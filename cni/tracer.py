@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -64,7 +65,9 @@ class Tracer:
         self.events.write(json.dumps({"ts": round(time.time(), 6), "pod": self.pod, **fields}) + "\n")
         self.events.flush()
 
-    async def handle(self, direction: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(
+        self, direction: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         sock: socket.socket = writer.get_extra_info("socket")
         peer = writer.get_extra_info("peername")
         try:
@@ -73,7 +76,11 @@ class Tracer:
             self.emit(direction=direction, error=f"no original destination: {exc.strerror}", source=peer[0])
             writer.close()
             return
-        event = {"direction": direction, "source": f"{peer[0]}:{peer[1]}", "original_dst": f"{dst_ip}:{dst_port}"}
+        event = {
+            "direction": direction,
+            "source": f"{peer[0]}:{peer[1]}",
+            "original_dst": f"{dst_ip}:{dst_port}",
+        }
         local: tuple[str, int] | None = None
         if direction == "inbound":
             local = (INBOUND_PASSTHROUGH_V6 if ":" in dst_ip else INBOUND_PASSTHROUGH_V4, 0)
@@ -96,11 +103,8 @@ async def serve(outbound_port: int, inbound_port: int, events: IO[str], pod: str
     tracer = Tracer(events, pod)
     servers = []
     for direction, port in (("outbound", outbound_port), ("inbound", inbound_port)):
-        servers.append(
-            await asyncio.start_server(
-                lambda r, w, d=direction: tracer.handle(d, r, w), host="0.0.0.0", port=port, reuse_address=True
-            )
-        )
+        handler = functools.partial(tracer.handle, direction)
+        servers.append(await asyncio.start_server(handler, host="0.0.0.0", port=port, reuse_address=True))
     tracer.emit(direction="-", listening=[outbound_port, inbound_port], uid=os.getuid())
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", help="append JSON lines here instead of stdout")
     parser.add_argument("--pod", default=os.environ.get("POD_NAME", ""))
     args = parser.parse_args(argv)
-    events = open(args.events, "a", buffering=1) if args.events else sys.stdout  # noqa: SIM115
+    events = open(args.events, "a", buffering=1) if args.events else sys.stdout
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.outbound_port, args.inbound_port, events, args.pod))
     return 0

@@ -1,11 +1,11 @@
 """The ``mizzen`` command line. Thin: it parses, calls the library, prints.
 
-    mizzen local pod add NAME [--namespace NS] [--label k=v] [--annotation k=v] [--ns-label k=v] [--inject]
-    mizzen local pod del NAME [--namespace NS]
-    mizzen local exec POD [--namespace NS] [--uid N] [--gid N] -- CMD...
-    mizzen local status [-o json]
-    mizzen local down
-    mizzen demo
+mizzen local pod add NAME [--namespace NS] [--label k=v] [--annotation k=v] [--ns-label k=v] [--inject]
+mizzen local pod del NAME [--namespace NS]
+mizzen local exec POD [--namespace NS] [--uid N] [--gid N] -- CMD...
+mizzen local status [-o json]
+mizzen local down
+mizzen demo
 """
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ from mizzen import __version__, logs
 
 # What Istio's injector writes into sidecar.istio.io/status; our plugin only needs it present.
 _INJECT_STATUS = json.dumps(
-    {"initContainers": None, "containers": ["istio-proxy"], "volumes": [], "imagePullSecrets": None,
-     "revision": "default"},
+    {
+        "initContainers": None,
+        "containers": ["istio-proxy"],
+        "volumes": [],
+        "imagePullSecrets": None,
+        "revision": "default",
+    },
     separators=(",", ":"),
 )
 
@@ -43,8 +48,12 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--subnet", default=node.DEFAULT_SUBNET)
     g.add_argument("--netns-prefix", default=node.DEFAULT_NETNS_PREFIX)
     g.add_argument("--service-cidr", default=None, help="route this range (service VIPs) via the bridge")
-    g.add_argument("--no-capture", dest="capture", action="store_false",
-                   help="leave mizzen-cni out of the chain (bridge networking only)")
+    g.add_argument(
+        "--no-capture",
+        dest="capture",
+        action="store_false",
+        help="leave mizzen-cni out of the chain (bridge networking only)",
+    )
     g.add_argument("--cni-plugin", type=Path, default=None, help="the mizzen-cni executable to chain")
 
 
@@ -66,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--label", "-l", type=_key_value, action="append", default=[])
     add.add_argument("--annotation", "-a", type=_key_value, action="append", default=[])
     add.add_argument("--ns-label", type=_key_value, action="append", default=[])
-    add.add_argument("--inject", action="store_true",
-                     help="mark it as an injected pod in an istio-injection=enabled namespace")
+    add.add_argument(
+        "--inject",
+        action="store_true",
+        help="mark it as an injected pod in an istio-injection=enabled namespace",
+    )
     delete = pod_verbs.add_parser("del", help="delete a pod (DEL through the chain)")
     delete.add_argument("name")
     delete.add_argument("--namespace", "-n", default="default")
@@ -93,11 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _open_node(args: argparse.Namespace) -> Any:
     from mizzen.local import LocalNode, NodeConfig
 
-    return LocalNode.open(NodeConfig(
-        state_dir=args.state_dir, bridge=args.bridge, subnet=args.subnet, netns_prefix=args.netns_prefix,
-        capture=args.capture, cni_plugin=args.cni_plugin, service_cidr=args.service_cidr,
-        log_level=args.log_level or "info",
-    ))
+    return LocalNode.open(
+        NodeConfig(
+            state_dir=args.state_dir,
+            bridge=args.bridge,
+            subnet=args.subnet,
+            netns_prefix=args.netns_prefix,
+            capture=args.capture,
+            cni_plugin=args.cni_plugin,
+            service_cidr=args.service_cidr,
+            log_level=args.log_level or "info",
+        )
+    )
 
 
 def _pod_add(args: argparse.Namespace) -> int:
@@ -107,8 +126,15 @@ def _pod_add(args: argparse.Namespace) -> int:
     if args.inject:
         ns_labels.setdefault("istio-injection", "enabled")
         annotations.setdefault("sidecar.istio.io/status", _INJECT_STATUS)
-    pod = _open_node(args).add_pod(PodSpec(name=args.name, namespace=args.namespace, labels=labels,
-                                           annotations=annotations, namespace_labels=ns_labels))
+    pod = _open_node(args).add_pod(
+        PodSpec(
+            name=args.name,
+            namespace=args.namespace,
+            labels=labels,
+            annotations=annotations,
+            namespace_labels=ns_labels,
+        )
+    )
     print(f"{pod.namespace}/{pod.name}\t{pod.ip}\t{pod.netns}")
     return 0
 
@@ -127,8 +153,10 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0
     cfg = status["config"]
-    print(f"node: {'up' if status['up'] else 'down'}  bridge {cfg['bridge']} {cfg['subnet']}  "
-          f"capture {'on' if cfg['capture'] else 'off'}  state {cfg['state_dir']}")
+    print(
+        f"node: {'up' if status['up'] else 'down'}  bridge {cfg['bridge']} {cfg['subnet']}  "
+        f"capture {'on' if cfg['capture'] else 'off'}  state {cfg['state_dir']}"
+    )
     for pod in status["pods"]:
         pids = ",".join(str(p["pid"]) for p in pod["processes"]) or "-"
         print(f"  {pod['namespace']}/{pod['name']}\t{pod['ip']}\t{pod['netns']}\tpids {pids}")

@@ -165,8 +165,9 @@ def _error_from(request: PluginRequest, returncode: int, stdout: bytes, stderr: 
     err_text = stderr.decode(errors="replace").strip()
 
     def error(msg: str, code: int | None = None, details: str = "") -> CniError:
-        return CniError(msg, code=code, details=details, plugin=request.plugin, command=request.command,
-                        stderr=err_text)
+        return CniError(
+            msg, code=code, details=details, plugin=request.plugin, command=request.command, stderr=err_text
+        )
 
     if not stdout.strip():
         return error(f"plugin failed with exit status {returncode} and no error message")
@@ -263,16 +264,25 @@ class CniRuntime:
 
     def _run(self, request: PluginRequest) -> dict[str, Any] | None:
         binary = find_plugin(request.plugin, self.cni_path)
-        log.debug("cni exec", plugin=request.plugin, command=request.command,
-                  container=request.env.get("CNI_CONTAINERID"))
+        log.debug(
+            "cni exec",
+            plugin=request.plugin,
+            command=request.command,
+            container=request.env.get("CNI_CONTAINERID"),
+        )
         try:
             proc = subprocess.run(
-                [str(binary)], input=request.stdin, env=request.env, capture_output=True,
-                timeout=self.timeout, check=False,
+                [str(binary)],
+                input=request.stdin,
+                env=request.env,
+                capture_output=True,
+                timeout=self.timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise CniError(f"plugin timed out after {self.timeout}s", plugin=request.plugin,
-                           command=request.command) from exc
+            raise CniError(
+                f"plugin timed out after {self.timeout}s", plugin=request.plugin, command=request.command
+            ) from exc
         stderr = proc.stderr.decode(errors="replace").strip()
         if stderr:
             # Plugins log to stderr; keep it visible when debugging the chain.
@@ -284,9 +294,16 @@ class CniRuntime:
         try:
             result = json.loads(proc.stdout)
         except ValueError as exc:
-            raise CniError(f"plugin printed a result that is not JSON: {proc.stdout[:500]!r}",
-                           plugin=request.plugin, command=request.command, stderr=stderr) from exc
+            raise CniError(
+                f"plugin printed a result that is not JSON: {proc.stdout[:500]!r}",
+                plugin=request.plugin,
+                command=request.command,
+                stderr=stderr,
+            ) from exc
         if not isinstance(result, dict):
-            raise CniError(f"plugin printed a non-object result: {result!r}", plugin=request.plugin,
-                           command=request.command)
+            raise CniError(
+                f"plugin printed a non-object result: {result!r}",
+                plugin=request.plugin,
+                command=request.command,
+            )
         return result

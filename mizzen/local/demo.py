@@ -35,8 +35,14 @@ def _say(text: str = "", *, indent: int = 0) -> None:
 
 
 def _client(node: LocalNode, url: str, uid: int = 0) -> str:
-    proc = node.spawn("client", [sys.executable, "-c", CLIENT, url], namespace=NAMESPACE, uid=uid,
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = node.spawn(
+        "client",
+        [sys.executable, "-c", CLIENT, url],
+        namespace=NAMESPACE,
+        uid=uid,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = proc.communicate(timeout=20)
     if proc.returncode != 0:
         return "failed: " + (err.decode().strip().splitlines() or ["?"])[-1]
@@ -46,8 +52,12 @@ def _client(node: LocalNode, url: str, uid: int = 0) -> str:
 
 def _rules(node: LocalNode, pod: str) -> list[str]:
     netns = node.get_pod(pod, NAMESPACE).netns
-    out = subprocess.run(["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line for line in out.splitlines() if line.startswith("-A") and "ISTIO_" in line]
 
 
@@ -65,21 +75,36 @@ def run(argv: list[str] | None = None) -> int:
     _say("mizzen demo: traffic capture without init containers\n")
     node.up()
     cfg = node.config
-    _say(f"[1/5] local node up: bridge {cfg.bridge} {cfg.subnet}; CNI chain bridge -> host-local -> mizzen-cni")
+    _say(
+        f"[1/5] local node up: bridge {cfg.bridge} {cfg.subnet}; CNI chain bridge -> host-local -> mizzen-cni"
+    )
 
     for name in ("client", "server", "outsider"):
         node.delete_pod(name, NAMESPACE, force=True)
     tracers: list[PodTracer] = []
     try:
         ips = {}
-        for name, labels in (("client", {}), ("server", {}), ("outsider", {"sidecar.istio.io/inject": "false"})):
-            pod = node.add_pod(PodSpec(name=name, namespace=NAMESPACE, labels={"app": name, **labels},
-                                       annotations=INJECTED, namespace_labels=MESH_NS))
+        for name, labels in (
+            ("client", {}),
+            ("server", {}),
+            ("outsider", {"sidecar.istio.io/inject": "false"}),
+        ):
+            pod = node.add_pod(
+                PodSpec(
+                    name=name,
+                    namespace=NAMESPACE,
+                    labels={"app": name, **labels},
+                    annotations=INJECTED,
+                    namespace_labels=MESH_NS,
+                )
+            )
             ips[name] = pod.ip
         _say("[2/5] pods created through the CNI chain (namespace labelled istio-injection=enabled):")
         for name in ips:
             rules = _rules(node, name)
-            verdict = f"captured, {len(rules)} rules" if rules else "not captured (sidecar.istio.io/inject=false)"
+            verdict = (
+                f"captured, {len(rules)} rules" if rules else "not captured (sidecar.istio.io/inject=false)"
+            )
             _say(f"{NAMESPACE}/{name:<9} {ips[name]:<15} {verdict}", indent=6)
 
         _say(f"[3/5] capture rules written by mizzen-cni in {NAMESPACE}/client (nat table, Istio's layout):")
@@ -89,14 +114,26 @@ def run(argv: list[str] | None = None) -> int:
         client_t = PodTracer(node, "client", NAMESPACE)
         server_t = PodTracer(node, "server", NAMESPACE)
         tracers += [client_t, server_t]
-        app = node.spawn("server", [sys.executable, "-m", "http.server", str(APP_PORT), "--bind", "0.0.0.0"],
-                         namespace=NAMESPACE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        outsider = node.spawn("outsider", [sys.executable, "-m", "http.server", str(APP_PORT)], namespace=NAMESPACE,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for proc, name in ((app, "server"), (outsider, "outsider")):
+        app = node.spawn(
+            "server",
+            [sys.executable, "-m", "http.server", str(APP_PORT), "--bind", "0.0.0.0"],
+            namespace=NAMESPACE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        node.spawn(
+            "outsider",
+            [sys.executable, "-m", "http.server", str(APP_PORT)],
+            namespace=NAMESPACE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("server", "outsider"):
             _wait_listening(node, name, APP_PORT)
-        _say("[4/5] a capture tracer listens on :15001 and :15006 in client and server as UID 1337, where the")
-        _say("sidecar runs; server and outsider run an HTTP app on :8080 (python -m http.server)", indent=6)
+        _say("[4/5] a capture tracer listens on :15001 and :15006 in client and server as UID 1337, where")
+        _say(
+            "the sidecar runs; server and outsider run an HTTP app on :8080 (python -m http.server)", indent=6
+        )
 
         url = f"http://{ips['server']}:{APP_PORT}/"
         _say(f"[5/5] client (UID 0, a plain app) -> {url}")
@@ -109,27 +146,39 @@ def run(argv: list[str] | None = None) -> int:
             "request answered": result.startswith("HTTP 200"),
         }
         for e in _new(client_t.events, c0):
-            _say(f"client   :15001  outbound captured, original destination {e['original_dst']} "
-                 "(SO_ORIGINAL_DST); relayed as UID 1337, not captured again", indent=6)
+            _say(
+                f"client   :15001  outbound captured, original destination {e['original_dst']} "
+                "(SO_ORIGINAL_DST); relayed as UID 1337, not captured again",
+                indent=6,
+            )
         for e in _new(server_t.events, s0):
-            _say(f"server   :15006  inbound captured from {e['source'].rsplit(':', 1)[0]}, original destination "
-                 f"{e['original_dst']}; relayed to the app from 127.0.0.6", indent=6)
+            _say(
+                f"server   :15006  inbound captured from {e['source'].rsplit(':', 1)[0]}, "
+                f"original destination {e['original_dst']}; relayed to the app from 127.0.0.6",
+                indent=6,
+            )
         _say(f"client   got {result}", indent=6)
 
         c0 = len(client_t.events)
         result = _client(node, f"http://{ips['outsider']}:{APP_PORT}/")
         dst = [e["original_dst"] for e in _new(client_t.events, c0)]
         checks["outsider reached through capture"] = dst == [f"{ips['outsider']}:{APP_PORT}"]
-        _say(f"client -> outsider:   captured on the way out ({', '.join(dst) or 'no event!'}); outsider has no "
-             f"rules, the app sees the client directly; {result}", indent=6)
+        _say(
+            f"client -> outsider:   captured on the way out ({', '.join(dst) or 'no event!'}); "
+            f"outsider has no rules, the app sees the client directly; {result}",
+            indent=6,
+        )
 
         c0, s0 = len(client_t.events), len(server_t.events)
         result = _client(node, url, uid=1337)
         time.sleep(0.3)  # give a (wrongly) captured connection time to show up in the tracer
         out_events = len(_new(client_t.events, c0))
         checks["proxy UID exempt"] = out_events == 0 and result.startswith("HTTP 200")
-        _say(f"client as UID 1337 -> server: {out_events} outbound captures (the proxy's own traffic is never "
-             f"redirected, so no loop); server still captures it inbound; {result}", indent=6)
+        _say(
+            f"client as UID 1337 -> server: {out_events} outbound captures (the proxy's own traffic is never "
+            f"redirected, so no loop); server still captures it inbound; {result}",
+            indent=6,
+        )
 
         app.terminate()
         _, app_log = app.communicate(timeout=5)
@@ -137,7 +186,9 @@ def run(argv: list[str] | None = None) -> int:
         _say("server app's access log (peer address first):")
         for line in lines:
             _say(line, indent=6)
-        checks["app reached from 127.0.0.6"] = bool(lines) and all(line.startswith("127.0.0.6 ") for line in lines)
+        checks["app reached from 127.0.0.6"] = bool(lines) and all(
+            line.startswith("127.0.0.6 ") for line in lines
+        )
         ok = all(checks.values())
         _say()
         if ok:
@@ -149,8 +200,10 @@ def run(argv: list[str] | None = None) -> int:
         for tracer in tracers:
             tracer.stop()
         if args.keep:
-            _say(f"Pods left running; `mizzen local status`, `mizzen local exec -n {NAMESPACE} client -- ...`, "
-                 "`mizzen local down`.")
+            _say(
+                "Pods left running; `mizzen local status`, "
+                f"`mizzen local exec -n {NAMESPACE} client -- ...`, `mizzen local down`."
+            )
         else:
             for name in ("client", "server", "outsider"):
                 node.delete_pod(name, NAMESPACE, force=True)
@@ -163,8 +216,9 @@ def _wait_listening(node: LocalNode, pod: str, port: int) -> None:
     netns = node.get_pod(pod, NAMESPACE).netns
 
     def listening() -> bool:
-        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-ltnH", f"sport = :{port}"],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", netns, "ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True
+        ).stdout
         return bool(out.strip())
 
     wait_for(listening, f"{pod} to listen on {port}")

@@ -209,8 +209,13 @@ class LocalNode:
             write_json(self.state.netd_dir / CONFLIST_FILE, self.conflist)
             firewall.ensure(self.config.bridge)
             if not self.is_up:
-                log.info("node up", bridge=self.config.bridge, subnet=self.config.subnet,
-                         capture=self.config.capture, state_dir=str(self.state.root))
+                log.info(
+                    "node up",
+                    bridge=self.config.bridge,
+                    subnet=self.config.subnet,
+                    capture=self.config.capture,
+                    state_dir=str(self.state.root),
+                )
             write_json(self.state.node_file, self.config.to_json())
 
     def down(self) -> None:
@@ -322,8 +327,9 @@ class LocalNode:
         except (CniError, OSError) as exc:
             if not force:
                 raise
-            log.warning("CNI DEL failed; removing the pod anyway", pod=f"{pod.namespace}/{pod.name}",
-                        error=str(exc))
+            log.warning(
+                "CNI DEL failed; removing the pod anyway", pod=f"{pod.namespace}/{pod.name}", error=str(exc)
+            )
         netns.delete(pod.netns)
         netns.remove_etc_dir(pod.netns)
         self.state.remove_pod(pod.netns)
@@ -350,18 +356,27 @@ class LocalNode:
             pod = self.get_pod(pod_name, namespace)
             if not netns.exists(pod.netns):
                 raise NodeError(f"pod {namespace}/{pod_name} has no netns {pod.netns}")
-            proc = procs.spawn(pod.netns, argv, uid=uid, gid=gid, env=env,
-                               stdin=stdin, stdout=stdout, stderr=stderr)
+            proc = procs.spawn(
+                pod.netns, argv, uid=uid, gid=gid, env=env, stdin=stdin, stdout=stdout, stderr=stderr
+            )
             started = procs.start_time(proc.pid) or 0
             pod.processes = [p for p in pod.processes if procs.alive(p.pid, p.start_time)]
-            pod.processes.append(ProcessRecord(pid=proc.pid, argv=list(argv), uid=uid, gid=gid,
-                                               start_time=started))
+            pod.processes.append(
+                ProcessRecord(pid=proc.pid, argv=list(argv), uid=uid, gid=gid, start_time=started)
+            )
             self.state.save_pod(pod)
         log.debug("process started", pod=f"{namespace}/{pod_name}", pid=proc.pid, uid=uid, argv=list(argv))
         return proc
 
-    def run(self, pod_name: str, argv: Sequence[str], *, namespace: str = "default", uid: int = 0,
-            gid: int | None = None) -> int:
+    def run(
+        self,
+        pod_name: str,
+        argv: Sequence[str],
+        *,
+        namespace: str = "default",
+        uid: int = 0,
+        gid: int | None = None,
+    ) -> int:
         """Run ``argv`` in the pod in the foreground with our stdio; returns its exit status."""
         proc = self.spawn(pod_name, argv, namespace=namespace, uid=uid, gid=gid)
         try:
@@ -408,4 +423,3 @@ class LocalNode:
             ],
             "leftover_netns": [n for n in netns.list_names(self.config.netns_prefix) if n not in known],
         }
-

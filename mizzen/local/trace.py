@@ -27,7 +27,9 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) ->
 class PodTracer:
     """The capture tracer on 15001/15006 of one pod, its JSON events gathered by a reader thread."""
 
-    def __init__(self, node: LocalNode, pod: str, namespace: str = "default", python: str = sys.executable) -> None:
+    def __init__(
+        self, node: LocalNode, pod: str, namespace: str = "default", python: str = sys.executable
+    ) -> None:
         self.pod = pod
         self.events: list[dict[str, Any]] = []
         self.proc = node.spawn(

@@ -29,11 +29,21 @@ class Mesh:
         self.ip: dict[str, str] = {}
         self.tracer: dict[str, Tracer] = {}
 
-    def pod(self, name: str, *, annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,
-            tracer: bool = True) -> str:
+    def pod(
+        self,
+        name: str,
+        *,
+        annotations: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        tracer: bool = True,
+    ) -> str:
         record = self.node.add_pod(
-            PodSpec(name=name, namespace_labels=MESH, annotations={**INJECTED, **(annotations or {})},
-                    labels=labels or {})
+            PodSpec(
+                name=name,
+                namespace_labels=MESH,
+                annotations={**INJECTED, **(annotations or {})},
+                labels=labels or {},
+            )
         )
         assert record.ip
         self.ip[name] = record.ip
@@ -42,8 +52,12 @@ class Mesh:
         return record.ip
 
     def nat(self, name: str) -> list[str]:
-        out = subprocess.run(["ip", "netns", "exec", self.node.get_pod(name).netns, "iptables-save", "-t", "nat"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.node.get_pod(name).netns, "iptables-save", "-t", "nat"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return [line for line in out.splitlines() if "ISTIO_" in line]
 
 
@@ -87,8 +101,10 @@ def test_outbound_lands_on_15001_with_the_original_destination(mesh: Mesh) -> No
     outbound = mesh.tracer["a"].relayed("outbound")[before:]
     assert [e["original_dst"] for e in outbound] == [f"{mesh.ip['b']}:8080"]
     # The relayed hop entered b on 15006 and reached the app from 127.0.0.6, as through a sidecar.
-    wait_for(lambda: any(e["original_dst"] == f"{mesh.ip['b']}:8080" for e in mesh.tracer["b"].relayed("inbound")),
-             "b's inbound event")
+    wait_for(
+        lambda: any(e["original_dst"] == f"{mesh.ip['b']}:8080" for e in mesh.tracer["b"].relayed("inbound")),
+        "b's inbound event",
+    )
     inbound = [e for e in mesh.tracer["b"].relayed("inbound") if e["original_dst"] == f"{mesh.ip['b']}:8080"]
     assert inbound[-1]["source"].startswith(mesh.ip["a"] + ":")
     assert answer == "b saw 127.0.0.6"
@@ -140,13 +156,54 @@ def test_check_through_the_chain_then_detects_a_deleted_rule(mesh: Mesh) -> None
 
     mesh.node.check_pod("c")
     netns = mesh.node.get_pod("c").netns
-    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-D", "ISTIO_OUTPUT", "-p", "tcp", "-m",
-                    "tcp", "--dport", "9090", "-j", "RETURN"], check=True)
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "iptables",
+            "-t",
+            "nat",
+            "-D",
+            "ISTIO_OUTPUT",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "9090",
+            "-j",
+            "RETURN",
+        ],
+        check=True,
+    )
     try:
         with pytest.raises(CniError) as err:
             mesh.node.check_pod("c")
         assert err.value.code == 103 and "--dport 9090" in err.value.details
     finally:  # put the rule back so the module's pods stay as the other tests expect
-        subprocess.run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-I", "ISTIO_OUTPUT", "1", "-p", "tcp",
-                        "-m", "tcp", "--dport", "9090", "-j", "RETURN"], check=True)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "iptables",
+                "-t",
+                "nat",
+                "-I",
+                "ISTIO_OUTPUT",
+                "1",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                "9090",
+                "-j",
+                "RETURN",
+            ],
+            check=True,
+        )
     mesh.node.check_pod("c")

@@ -7,13 +7,12 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from support.cniplugin import PREV_RESULT, call, ipt, nat, netconf, pod
 
 from cni import rules, spec
-
-from support.cniplugin import PREV_RESULT, call, ipt, nat, netconf, pod
 
 pytestmark = pytest.mark.root
 
@@ -129,11 +128,23 @@ def test_dual_stack_pod_gets_ip6tables_rules(netns_path: str) -> None:
         (b"[]", spec.DECODE_FAILURE, "not a JSON object"),
         (json.dumps({"name": "n", "type": "mizzen-cni"}).encode(), spec.INVALID_CONFIG, "no cniVersion"),
         (json.dumps({"cniVersion": "1.0.0", "type": "mizzen-cni"}).encode(), spec.INVALID_CONFIG, "'name'"),
-        (json.dumps({"cniVersion": "9.9.9", "name": "n", "type": "t"}).encode(), spec.INCOMPATIBLE_VERSION, "9.9.9"),
+        (
+            json.dumps({"cniVersion": "9.9.9", "name": "n", "type": "t"}).encode(),
+            spec.INCOMPATIBLE_VERSION,
+            "9.9.9",
+        ),
         (json.dumps(netconf(pod(), prev=None)).encode(), spec.INVALID_CONFIG, "chained plugin"),
         (json.dumps({**netconf(), "args": {"mizzen": "x"}}).encode(), spec.INVALID_CONFIG, "args.mizzen"),
     ],
-    ids=["invalid-json", "not-object", "no-version", "no-name", "unknown-version", "no-prev-result", "bad-args"],
+    ids=[
+        "invalid-json",
+        "not-object",
+        "no-version",
+        "no-name",
+        "unknown-version",
+        "no-prev-result",
+        "bad-args",
+    ],
 )
 def test_bad_input_is_a_cni_error(netns_path: str, stdin: bytes, code: int, fragment: str) -> None:
     rc, out = call("ADD", netns_path, stdin)
@@ -175,7 +186,9 @@ def test_failing_restore_leaves_the_netns_as_found(netns_path: str, tmp_path: Pa
     # IPv4 goes in first, then ip6tables-restore fails: IPv4 must be rolled back.
     prev = {**PREV_RESULT, "ips": [*PREV_RESULT["ips"], {"address": "fd00:10::5/64", "interface": 0}]}
     before = nat(netns_path)
-    rc, out = call("ADD", netns_path, netconf(pod(), prev=prev), env=_failing_tool(tmp_path, "ip6tables-restore"))
+    rc, out = call(
+        "ADD", netns_path, netconf(pod(), prev=prev), env=_failing_tool(tmp_path, "ip6tables-restore")
+    )
     assert rc != 0 and out["code"] == spec.CAPTURE_FAILED
     assert "line 3 failed" in out["details"]
     assert nat(netns_path) == before
@@ -186,7 +199,9 @@ def test_failing_re_add_keeps_the_previous_rules(netns_path: str, tmp_path: Path
     assert call("ADD", netns_path, netconf(pod(), prev=prev))[0] == 0
     good = a_lines(netns_path)
     changed = pod(annotations={T + "excludeOutboundPorts": "5432"})
-    rc, out = call("ADD", netns_path, netconf(changed, prev=prev), env=_failing_tool(tmp_path, "ip6tables-restore"))
+    rc, out = call(
+        "ADD", netns_path, netconf(changed, prev=prev), env=_failing_tool(tmp_path, "ip6tables-restore")
+    )
     assert rc != 0 and out["code"] == spec.CAPTURE_FAILED
     assert a_lines(netns_path) == good
 
@@ -195,9 +210,9 @@ def test_failing_re_add_keeps_the_previous_rules(netns_path: str, tmp_path: Path
 
 
 class _Api(BaseHTTPRequestHandler):
-    objects: dict[str, Any] = {}
+    objects: ClassVar[dict[str, Any]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = self.objects.get(self.path)
         if body is None:
             self.send_response(404)
@@ -258,9 +273,14 @@ def test_pod_read_from_the_api(netns_path: str, api: tuple[str, type[_Api]]) -> 
 def test_pod_without_proxy_container_is_not_captured(netns_path: str, api: tuple[str, type[_Api]]) -> None:
     kubeconfig, handler = api
     objs = pod("web", "shop")
-    handler.objects["/api/v1/namespaces/shop/pods/web"] = {**objs["pod"], "spec": {"containers": [{"name": "web"}]}}
+    handler.objects["/api/v1/namespaces/shop/pods/web"] = {
+        **objs["pod"],
+        "spec": {"containers": [{"name": "web"}]},
+    }
     handler.objects["/api/v1/namespaces/shop"] = objs["namespace"]
-    code, _ = call("ADD", netns_path, netconf(kubernetes={"kubeconfig": kubeconfig}), pod_name="web", namespace="shop")
+    code, _ = call(
+        "ADD", netns_path, netconf(kubernetes={"kubeconfig": kubeconfig}), pod_name="web", namespace="shop"
+    )
     assert code == 0 and ours(netns_path) == []
 
 
@@ -306,6 +326,11 @@ def test_status_and_gc_need_1_1_0() -> None:
 
 
 def test_status_reports_an_unreadable_kubeconfig() -> None:
-    conf = {"cniVersion": "1.1.0", "name": "n", "type": "mizzen-cni", "kubernetes": {"kubeconfig": "/nonexistent"}}
+    conf = {
+        "cniVersion": "1.1.0",
+        "name": "n",
+        "type": "mizzen-cni",
+        "kubernetes": {"kubeconfig": "/nonexistent"},
+    }
     code, out = call("STATUS", conf=conf)
     assert code != 0 and out["code"] == spec.PLUGIN_NOT_AVAILABLE and "/nonexistent" in out["details"]

@@ -36,14 +36,21 @@ def pod(
     if injected:
         ann.setdefault("sidecar.istio.io/status", '{"containers":["istio-proxy"]}')
     return {
-        "pod": {"metadata": {"name": name, "namespace": namespace, "labels": labels or {}, "annotations": ann}},
+        "pod": {
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}, "annotations": ann}
+        },
         "namespace": {
-            "metadata": {"name": namespace, "labels": {"istio-injection": "enabled"} if ns_labels is None else ns_labels}
+            "metadata": {
+                "name": namespace,
+                "labels": {"istio-injection": "enabled"} if ns_labels is None else ns_labels,
+            }
         },
     }
 
 
-def netconf(args: dict[str, Any] | None = None, *, prev: dict[str, Any] | None = PREV_RESULT, **extra: Any) -> dict[str, Any]:
+def netconf(
+    args: dict[str, Any] | None = None, *, prev: dict[str, Any] | None = PREV_RESULT, **extra: Any
+) -> dict[str, Any]:
     conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "test-net", "type": "mizzen-cni", **extra}
     if prev is not None:
         conf["prevResult"] = prev
@@ -81,7 +88,9 @@ def call(
 def nat(netns: str, family: int = 4) -> list[str]:
     tool = "iptables-save" if family == 4 else "ip6tables-save"
     name = Path(netns).name
-    out = subprocess.run(["ip", "netns", "exec", name, tool, "-t", "nat"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["ip", "netns", "exec", name, tool, "-t", "nat"], capture_output=True, text=True, check=True
+    )
     return [line for line in out.stdout.splitlines() if line.startswith(("-A", ":"))]
 
 

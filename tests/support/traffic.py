@@ -41,8 +41,9 @@ def start_server(node: LocalNode, pod: str, port: int) -> subprocess.Popen[bytes
 
 def connect(node: LocalNode, pod: str, ip: str, port: int, uid: int = 0) -> str:
     """Connect from ``pod`` as ``uid``; returns the server's answer ("<server> saw <peer ip>")."""
-    proc = node.spawn(pod, [PYTHON, "-c", CLIENT, ip, str(port)], uid=uid, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE)
+    proc = node.spawn(
+        pod, [PYTHON, "-c", CLIENT, ip, str(port)], uid=uid, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()
     return out.decode().strip()

@@ -38,12 +38,20 @@ def test_errors_inside_a_document_without_json_imported() -> None:
     import subprocess
     import sys
 
-    code = "from cni import fastjson\ntry:\n    fastjson.loads('{not json')\nexcept ValueError as e:\n    print(type(e).__name__)"
+    code = (
+        "from cni import fastjson\n"
+        "try:\n    fastjson.loads('{not json')\n"
+        "except ValueError as e:\n    print(type(e).__name__)"
+    )
     from pathlib import Path
 
     root = str(Path(fastjson.__file__).parent.parent)
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = [{root!r}]\n{code}"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = [{root!r}]\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "JSONDecodeError"
 
 

@@ -12,7 +12,9 @@ import pytest
 from cni import kube
 
 
-def kubeconfig(tmp_path: Path, user: dict[str, Any], server: str = "https://10.96.0.1:443", **cluster: Any) -> str:
+def kubeconfig(
+    tmp_path: Path, user: dict[str, Any], server: str = "https://10.96.0.1:443", **cluster: Any
+) -> str:
     path = tmp_path / "kubeconfig"
     path.write_text(
         json.dumps(
@@ -28,7 +30,9 @@ def kubeconfig(tmp_path: Path, user: dict[str, Any], server: str = "https://10.9
 
 
 def test_token_and_insecure(tmp_path: Path) -> None:
-    client = kube.client_from_kubeconfig(kubeconfig(tmp_path, {"token": "abc"}, **{"insecure-skip-tls-verify": True}))
+    client = kube.client_from_kubeconfig(
+        kubeconfig(tmp_path, {"token": "abc"}, **{"insecure-skip-tls-verify": True})
+    )
     assert client.server == "https://10.96.0.1:443"
     assert client.headers["Authorization"] == "Bearer abc"
     assert client.context is not None and not client.context.check_hostname
@@ -37,14 +41,18 @@ def test_token_and_insecure(tmp_path: Path) -> None:
 def test_token_file(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("from-file\n")
-    client = kube.client_from_kubeconfig(kubeconfig(tmp_path, {"tokenFile": str(token)}, server="http://127.0.0.1:1"))
+    client = kube.client_from_kubeconfig(
+        kubeconfig(tmp_path, {"tokenFile": str(token)}, server="http://127.0.0.1:1")
+    )
     assert client.headers["Authorization"] == "Bearer from-file" and client.context is None
 
 
 def test_bad_ca_data_is_reported(tmp_path: Path) -> None:
     bad = base64.b64encode(b"not a certificate").decode()
     with pytest.raises(Exception):  # noqa: B017 - ssl raises its own error type for a bad CA
-        kube.client_from_kubeconfig(kubeconfig(tmp_path, {"token": "t"}, **{"certificate-authority-data": bad}))
+        kube.client_from_kubeconfig(
+            kubeconfig(tmp_path, {"token": "t"}, **{"certificate-authority-data": bad})
+        )
 
 
 def test_yaml_kubeconfig(tmp_path: Path) -> None:

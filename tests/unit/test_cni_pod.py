@@ -12,8 +12,15 @@ STATUS = {"sidecar.istio.io/status": "{}"}
 ENABLED = {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}
 
 
-def meta(ns: str = "shop", labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"name": "web", "namespace": ns, "labels": labels or {}, "annotations": {**STATUS, **(annotations or {})}}
+def meta(
+    ns: str = "shop", labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "name": "web",
+        "namespace": ns,
+        "labels": labels or {},
+        "annotations": {**STATUS, **(annotations or {})},
+    }
 
 
 @pytest.mark.parametrize(
@@ -29,13 +36,19 @@ def meta(ns: str = "shop", labels: dict[str, str] | None = None, annotations: di
         (meta(annotations={"sidecar.istio.io/interceptionMode": "NONE"}), ENABLED, False, "NONE"),
         ({"metadata": meta(), "spec": {"containers": [{"name": "web"}]}}, ENABLED, False, "no istio-proxy"),
         (
-            {"metadata": meta(), "spec": {"containers": [{"name": "web"}], "initContainers": [{"name": "istio-proxy"}]}},
+            {
+                "metadata": meta(),
+                "spec": {"containers": [{"name": "web"}], "initContainers": [{"name": "istio-proxy"}]},
+            },
             ENABLED,
             True,
             "sidecar injected",
         ),
         (
-            {"metadata": meta(), "spec": {"containers": [{"name": "istio-proxy"}], "initContainers": [{"name": "istio-init"}]}},
+            {
+                "metadata": meta(),
+                "spec": {"containers": [{"name": "istio-proxy"}], "initContainers": [{"name": "istio-init"}]},
+            },
             ENABLED,
             False,
             "istio-init",

@@ -14,7 +14,11 @@ CONF = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "mizzen-cni"}
 
 
 def test_parse_add() -> None:
-    env = {**ENV, "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1", "CNI_PATH": "/opt/cni/bin"}
+    env = {
+        **ENV,
+        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1",
+        "CNI_PATH": "/opt/cni/bin",
+    }
     inv = spec.parse(env, json.dumps({**CONF, "prevResult": {"ips": []}}).encode())
     assert inv.command == "ADD" and inv.netns == "/var/run/netns/x" and inv.path == "/opt/cni/bin"
     assert (inv.pod_namespace, inv.pod_name) == ("shop", "web-1")
@@ -42,7 +46,12 @@ def test_malformed_cni_args() -> None:
 
 def test_error_object_shape() -> None:
     err = CniError(spec.TRY_AGAIN_LATER, "api down", "after 5 attempts")
-    assert err.to_json("0.4.0") == {"cniVersion": "0.4.0", "code": 11, "msg": "api down", "details": "after 5 attempts"}
+    assert err.to_json("0.4.0") == {
+        "cniVersion": "0.4.0",
+        "code": 11,
+        "msg": "api down",
+        "details": "after 5 attempts",
+    }
     assert "details" not in CniError(7, "bad").to_json()
 
 

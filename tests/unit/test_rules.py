@@ -22,10 +22,16 @@ CASES: dict[str, tuple[dict[str, str], int]] = {
     "include_outbound_ranges_empty": ({T + "includeOutboundIPRanges": ""}, 4),
     "exclude_outbound_ranges": ({T + "excludeOutboundIPRanges": "169.254.169.254/32,10.1.0.0/16"}, 4),
     "mixed_ranges_ipv6": (
-        {T + "includeOutboundIPRanges": "10.0.0.0/8,fd00:10::/64", T + "excludeOutboundIPRanges": "fd00:10::5/128"},
+        {
+            T + "includeOutboundIPRanges": "10.0.0.0/8,fd00:10::/64",
+            T + "excludeOutboundIPRanges": "fd00:10::5/128",
+        },
         6,
     ),
-    "include_outbound_ports": ({T + "includeOutboundPorts": "8080,9090", T + "includeOutboundIPRanges": ""}, 4),
+    "include_outbound_ports": (
+        {T + "includeOutboundPorts": "8080,9090", T + "includeOutboundIPRanges": ""},
+        4,
+    ),
     "exclude_outbound_ports": ({T + "excludeOutboundPorts": "22,3306"}, 4),
     "include_inbound_ports": ({T + "includeInboundPorts": "8080,9080"}, 4),
     "include_inbound_ports_empty": ({T + "includeInboundPorts": ""}, 4),
