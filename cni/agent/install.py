@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -143,8 +144,76 @@ def _signature(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
+DATA_DIR = f"{conflist.PLUGIN_TYPE}.d"
+TREE_MARK = ".mizzen-tree-digest"
+
+
+def _tree_digest(root: Path) -> str:
+    """A digest of a directory's names, modes, links and contents (computed once, at start-up)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            if rel == TREE_MARK:
+                continue
+            st = path.lstat()
+            h.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(path).encode())
+            else:
+                h.update(_digest(path).encode())  # type: ignore[union-attr]
+    return h.hexdigest()
+
+
+class _DataDirInstaller:
+    """Keeps the bundle's ``mizzen-cni.d`` (interpreter, libraries, code) beside the launcher.
+
+    Verified each pass by a digest written into the installed copy, not by re-reading 40 MB;
+    replaced as a whole: copied to a temporary sibling, then swapped in by renames.
+    """
+
+    def __init__(self, source: Path, dest: Path) -> None:
+        self.source = source
+        self.dest = dest
+        self.digest = _tree_digest(source)
+
+    def is_installed(self) -> bool:
+        try:
+            return (self.dest / TREE_MARK).read_text() == self.digest
+        except OSError:
+            return False
+
+    def ensure(self) -> bool:
+        if self.is_installed():
+            return False
+        staging = self.dest.with_name(f".{self.dest.name}.new")
+        retired = self.dest.with_name(f".{self.dest.name}.old")
+        for leftover in (staging, retired):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.copytree(self.source, staging, symlinks=True)
+        (staging / TREE_MARK).write_text(self.digest)
+        if self.dest.exists():
+            os.replace(self.dest, retired)
+        os.replace(staging, self.dest)
+        shutil.rmtree(retired, ignore_errors=True)
+        return True
+
+    def remove(self) -> bool:
+        if not self.dest.exists() or self.dest.resolve() == self.source.resolve():
+            return False
+        shutil.rmtree(self.dest)
+        return True
+
+
 class BinaryInstaller:
-    """Keeps a copy of the plugin executable in the CNI bin dir, byte-identical to ``source``."""
+    """Keeps a copy of the plugin executable in the CNI bin dir, byte-identical to ``source``.
+
+    When ``source`` is the launcher of a self-contained bundle (:mod:`cni.bundle`), its
+    ``mizzen-cni.d`` directory is kept beside the copy too, and installed before it, so a
+    runtime never runs a new launcher against a missing interpreter.
+    """
 
     def __init__(self, source: Path, bin_dir: Path) -> None:
         self.source = source
@@ -152,12 +221,16 @@ class BinaryInstaller:
         self._want = _digest(source)
         if self._want is None:
             raise FileNotFoundError(f"plugin executable {source} does not exist")
+        data = source.parent / DATA_DIR
+        self.data = _DataDirInstaller(data, bin_dir / DATA_DIR) if data.is_dir() else None
         # stat of the destination when we last saw it correct: an unchanged stat means
         # unchanged content, which saves re-reading a large executable every interval.
         self._verified: tuple[int, int, int, int] | None = None
 
     def is_installed(self) -> bool:
-        """Whether the destination holds our executable, executable by the runtime."""
+        """Whether the destination holds our executable (and bundle), executable by the runtime."""
+        if self.data is not None and not self.data.is_installed():
+            return False
         sig = _signature(self.dest)
         if sig is None:
             return False
@@ -168,11 +241,16 @@ class BinaryInstaller:
         return ok
 
     def ensure(self) -> bool:
-        """Copy the executable when missing or different; True when it wrote."""
+        """Copy the executable (and bundle) when missing or different; True when it wrote."""
         if self.is_installed():
             return False
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.dest, self.source.read_bytes(), BINARY_MODE)
+        if self.data is not None:
+            self.data.ensure()
+        if _digest(self.dest) != self._want or _signature(self.dest) is None:
+            atomic_write(self.dest, self.source.read_bytes(), BINARY_MODE)
+        else:
+            os.chmod(self.dest, BINARY_MODE)
         self._verified = _signature(self.dest)
         return True
 
@@ -181,4 +259,7 @@ class BinaryInstaller:
         self._verified = None
         if self.dest.exists() and self.dest.resolve() == self.source.resolve():
             return False
-        return remove(self.dest)
+        removed = remove(self.dest)
+        if self.data is not None:
+            removed = self.data.remove() or removed
+        return removed

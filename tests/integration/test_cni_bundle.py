@@ -226,3 +226,19 @@ def test_pyinstaller_fallback_builds_a_working_plugin(tmp_path: Path) -> None:
     proc = _version(exe)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == spec.version_result()
+
+
+def test_the_node_agent_installs_a_runnable_bundle(
+    bundled: Path, tmp_path: Path, netns_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cni.agent.install import BinaryInstaller
+
+    node_bin = tmp_path / "opt-cni-bin"
+    installer = BinaryInstaller(bundled, node_bin)
+    assert installer.ensure() is True and installer.is_installed()
+    installed = node_bin / bundle.NAME
+    assert _version(installed).returncode == 0
+    _use(monkeypatch, installed)
+    assert call("ADD", netns_path, netconf(pod())) == (0, PREV_RESULT)
+    assert "-A OUTPUT -j ISTIO_OUTPUT" in nat(netns_path)
+    assert installer.remove() is True and not any(node_bin.iterdir())

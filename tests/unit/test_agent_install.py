@@ -215,3 +215,38 @@ def test_reconcile_reports_unwritable_dir_as_not_ready(node: dict[str, Path]) ->
     rec = Reconciler(settings(node, bin_dir=node["plugin"] / "not-a-dir"), logs.get("test"))
     status = rec.reconcile()
     assert not status.ready and status.reason.startswith("install failed")
+
+
+def _bundle(root: Path, version: str) -> Path:
+    (root / "mizzen-cni.d" / "bin").mkdir(parents=True, exist_ok=True)
+    (root / "mizzen-cni.d" / "lib").mkdir(exist_ok=True)
+    (root / "mizzen-cni.d" / "bin" / "python3.11").write_text("interpreter")
+    (root / "mizzen-cni.d" / "lib" / "plugin.py").write_text(f"VERSION = {version!r}")
+    launcher = root / "mizzen-cni"
+    launcher.write_text("launcher")
+    return launcher
+
+
+def test_bundle_directory_installed_beside_the_launcher(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    binary = install.BinaryInstaller(_bundle(tmp_path / "v1", "1"), bin_dir)
+    assert not binary.is_installed()
+    assert binary.ensure() is True and binary.is_installed()
+    assert (bin_dir / "mizzen-cni.d" / "lib" / "plugin.py").read_text() == "VERSION = '1'"
+    assert binary.ensure() is False
+
+    # Damage inside the bundle that the marker cannot see is not checked every pass, but a
+    # missing directory (or marker) is, and brings a full copy back.
+    import shutil
+
+    shutil.rmtree(bin_dir / "mizzen-cni.d")
+    assert not binary.is_installed() and binary.ensure() is True
+    assert (bin_dir / "mizzen-cni.d" / "bin" / "python3.11").read_text() == "interpreter"
+
+    # An upgraded bundle replaces the old one whole, leaving no staging directories behind.
+    upgraded = install.BinaryInstaller(_bundle(tmp_path / "v2", "2"), bin_dir)
+    assert not upgraded.is_installed() and upgraded.ensure() is True
+    assert (bin_dir / "mizzen-cni.d" / "lib" / "plugin.py").read_text() == "VERSION = '2'"
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["mizzen-cni", "mizzen-cni.d"]
+
+    assert upgraded.remove() is True and list(bin_dir.iterdir()) == []
