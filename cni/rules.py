@@ -167,10 +167,13 @@ def _ports(annotation: str, value: str) -> tuple[int, ...]:
 
 
 def _ranges(annotation: str, value: str) -> tuple[Network, ...]:
-    import ipaddress  # only pods with range annotations pay for it
+    parts = _split(value)
+    if not parts:
+        return ()
+    import ipaddress  # ~7 ms: only pods with range annotations pay for it
 
     nets: list[Network] = []
-    for part in _split(value):
+    for part in parts:
         try:
             net = ipaddress.ip_network(part, strict=False)
         except ValueError:

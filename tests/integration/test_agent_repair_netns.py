@@ -24,7 +24,6 @@ from mizzen import logs
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 
 ANNOTATIONS = {

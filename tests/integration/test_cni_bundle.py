@@ -219,7 +219,9 @@ def test_a_launcher_without_its_bundle_reports_a_cni_error(bundled: Path, tmp_pa
     assert str(tmp_path / bundle.DATA_DIR) in err["details"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is None, reason="needs the [build] extra")
+@pytest.mark.skipif(
+    importlib.util.find_spec("PyInstaller") is None and not IN_CI, reason="needs the [build] extra"
+)
 def test_pyinstaller_fallback_builds_a_working_plugin(tmp_path: Path) -> None:
     exe = _build(tmp_path, "--tool", "pyinstaller")
     assert (tmp_path / bundle.DATA_DIR).is_dir()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -16,8 +15,6 @@ from mizzen.local import firewall, netns
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(not Path("/usr/lib/cni/bridge").exists(), reason="needs containernetworking-plugins"),
 ]
 
 MIZZEN = str(Path(sys.executable).parent / "mizzen")

@@ -27,8 +27,6 @@ from mizzen.local.conflist import NETWORK_NAME
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(not Path("/usr/lib/cni/bridge").exists(), reason="needs containernetworking-plugins"),
 ]
 
 # Debian's interpreter: readable and executable by UID 1337 (a venv under /root may not be).
