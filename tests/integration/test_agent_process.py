@@ -19,14 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-
-BRIDGE = {
-    "cniVersion": "1.0.0",
-    "name": "mynet",
-    "type": "bridge",
-    "bridge": "cni0",
-    "ipam": {"type": "host-local"},
-}
+from support.cniconfigs import BRIDGE
 
 T = TypeVar("T")
 

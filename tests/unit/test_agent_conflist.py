@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+from support.cniconfigs import BRIDGE
 
 from cni.agent import conflist
 
@@ -13,13 +14,6 @@ KINDNET: dict[str, Any] = {
     "cniVersion": "0.4.0",
     "name": "kindnet",
     "plugins": [{"type": "ptp", "ipam": {"type": "host-local"}}, {"type": "portmap"}],
-}
-BRIDGE = {
-    "cniVersion": "1.0.0",
-    "name": "mynet",
-    "type": "bridge",
-    "bridge": "cni0",
-    "ipam": {"type": "host-local"},
 }
 OURS = conflist.plugin_entry(log_level="debug", exclude_namespaces=["kube-system", "infra"], kubeconfig="/k")
 

@@ -8,19 +8,13 @@ import stat
 from pathlib import Path, PurePosixPath
 
 import pytest
+from support.cniconfigs import BRIDGE
 
 from cni.agent import conflist, install
 from cni.agent.reconcile import Reconciler, Settings
 from mizzen import logs
 
 KINDNET = {"cniVersion": "0.4.0", "name": "kindnet", "plugins": [{"type": "ptp"}, {"type": "portmap"}]}
-BRIDGE = {
-    "cniVersion": "1.0.0",
-    "name": "mynet",
-    "type": "bridge",
-    "bridge": "cni0",
-    "ipam": {"type": "host-local"},
-}
 ENTRY = conflist.plugin_entry()
 
 
