@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the host's /proc (the agent needs hostPID to find pods' network namespaces)",
     )
     p.add_argument(
+        "--no-untaint",
+        dest="untaint",
+        action="store_false",
+        help="leave the cni.mizzen.io/not-ready taint alone (by default it is removed once capture is ready)",
+    )
+    p.add_argument(
         "--log-level", default=None, help="the agent's own log level (default: $MIZZEN_LOG_LEVEL or info)"
     )
     return p
@@ -131,6 +137,7 @@ def options_from_args(args: argparse.Namespace, plugin_binary: Path, env: Mappin
         repair_interval=args.repair_interval,
         node_name=args.node_name,
         proc_root=args.proc_root,
+        untaint=args.untaint,
     )
 
 

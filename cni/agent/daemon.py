@@ -13,6 +13,7 @@ from cni.agent import kubeconfig
 from cni.agent.health import Health, HealthServer
 from cni.agent.reconcile import Reconciler, Settings
 from cni.agent.repair import Mode, PodSource, Repairer
+from cni.agent.untaint import NodeClient, untaint_when_ready
 from mizzen import logs
 
 
@@ -29,6 +30,7 @@ class Options:
     repair_interval: float = 10.0
     node_name: str | None = None
     proc_root: Path = Path("/proc")
+    untaint: bool = True
 
 
 async def _watch(reconciler: Reconciler, health: Health, interval: float) -> None:
@@ -69,12 +71,26 @@ def default_pod_source(opts: Options, env: Mapping[str, str], log: Any) -> PodSo
     return KubePodSource(client, opts.node_name, opts.proc_root)
 
 
+def default_node_client(opts: Options, env: Mapping[str, str], log: Any) -> NodeClient | None:
+    """The API client for untainting this node, when running in a cluster."""
+    from cni.agent.kube import ApiClient
+
+    if not kubeconfig.has_service_account(opts.settings.sa_dir):
+        return None
+    try:
+        return ApiClient.in_cluster(opts.settings.sa_dir, env)
+    except kubeconfig.KubeconfigError as exc:
+        log.warning("node untaint disabled", error=str(exc))
+        return None
+
+
 async def run(
     opts: Options,
     stop: asyncio.Event,
     *,
     pod_source: PodSource | None = None,
     health_server_started: asyncio.Future[int] | None = None,
+    untaint_client: NodeClient | None = None,
 ) -> int:
     """Run until ``stop`` is set, then remove what was installed (unless ``keep_on_exit``).
 
@@ -98,6 +114,11 @@ async def run(
         if source is not None:
             repairer = Repairer(source, opts.repair_mode, opts.settings.exclude_namespaces, log)
             tasks.append(asyncio.create_task(_repair(repairer, opts.repair_interval, log), name="repair"))
+
+    node_client = untaint_client or default_node_client(opts, opts.settings.env, log)
+    if opts.untaint and node_client is not None and opts.node_name:
+        untaint = untaint_when_ready(node_client, opts.node_name, health, log)
+        tasks.append(asyncio.create_task(untaint, name="untaint"))
 
     stopped: asyncio.Task[object] = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)

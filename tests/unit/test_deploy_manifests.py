@@ -43,6 +43,7 @@ def test_cni_rbac_covers_what_the_plugin_and_agent_call() -> None:
     # The plugin GETs the pod and its namespace; the agent lists pods and namespaces, and labels pods.
     assert {("pods", "get"), ("namespaces", "get"), ("pods", "list"), ("namespaces", "list")} <= allowed
     assert ("pods", "patch") in allowed
+    assert {("nodes", "get"), ("nodes", "patch")} <= allowed  # the untaint
     binding = docs["ClusterRoleBinding"]
     sa = docs["ServiceAccount"]["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}]
