@@ -7,8 +7,8 @@ never knows whether the objects came from the API server or from files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 Obj = dict[str, Any]
 
@@ -42,6 +42,7 @@ class Change(NamedTuple):
 ChangeHandler = Callable[[Sequence[Change]], None]
 
 
+@runtime_checkable
 class Source(Protocol):
     """What the controller core needs from a source."""
 
@@ -62,3 +63,15 @@ class Source(Protocol):
         """``handler`` is called on the event loop with each batch of changes (after the initial sync too)."""
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class IndexedSource(Source, Protocol):
+    """A source that also answers indexed queries (both ``FilesSource`` and ``KubeSource`` do)."""
+
+    def by_index(self, kind: str, index: str, value: str) -> list[Obj]:
+        """Objects of ``kind`` filed under ``value`` in ``index``: "namespace" (a namespace name, "" for
+        cluster-scoped), "label" ("key=value"), and for EndpointSlices "service-name" ("ns/service")."""
+
+    def select(self, kind: str, selector: Mapping[str, str], namespace: str | None = None) -> list[Obj]:
+        """Objects of ``kind`` whose labels match every entry of ``selector``, optionally in one namespace."""
