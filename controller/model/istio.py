@@ -1,0 +1,451 @@
+"""Istio's networking resources as the mesh uses them: VirtualService, DestinationRule, ServiceEntry, Sidecar.
+
+Builders take a raw object that validation has accepted; they resolve short host names to the mesh's
+fully qualified ones (``reviews`` in ``default`` -> ``reviews.default.svc.cluster.local``) once, here, so
+translation never has to. Fields that validation reports as unsupported are not carried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from controller.model.hosts import resolve_export_to, resolve_gateway_name, resolve_host
+from controller.model.meta import ObjectMeta, object_meta, spec_of
+from controller.model.protocol import MeshProtocol, parse_protocol
+from controller.model.values import (
+    Duration,
+    FrozenMap,
+    ResourceKey,
+    StringMatch,
+    duration_or_none,
+    int_or_none,
+    str_map,
+    str_tuple,
+    string_match,
+    string_match_map,
+)
+
+# Istio's default retry policy for HTTP routes without `retries` (mesh config defaultHttpRetryPolicy).
+DEFAULT_RETRY_ATTEMPTS = 2
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+
+
+# --- VirtualService -----------------------------------------------------------------------------------------
+
+
+class Destination(msgspec.Struct, frozen=True, gc=False):
+    host: str
+    subset: str | None
+    port: int | None
+
+
+class RouteDestination(msgspec.Struct, frozen=True, gc=False):
+    destination: Destination
+    # Already normalised: a lone destination weighs 100; validation guarantees the sum is 100.
+    weight: int
+
+
+class HTTPMatch(msgspec.Struct, frozen=True, gc=False):
+    name: str
+    uri: StringMatch | None
+    method: StringMatch | None
+    authority: StringMatch | None
+    headers: FrozenMap[StringMatch]
+    query_params: FrozenMap[StringMatch]
+    port: int | None
+    ignore_uri_case: bool
+    gateways: tuple[str, ...]
+
+
+class Retry(msgspec.Struct, frozen=True, gc=False):
+    attempts: int
+    per_try_timeout: Duration | None
+    retry_on: str
+
+
+class Rewrite(msgspec.Struct, frozen=True, gc=False):
+    uri: str | None
+    authority: str | None
+
+
+class HTTPRoute(msgspec.Struct, frozen=True, gc=False):
+    name: str
+    matches: tuple[HTTPMatch, ...]  # empty: matches everything
+    route: tuple[RouteDestination, ...]
+    timeout: Duration | None
+    retries: Retry | None  # None: Istio's default policy; attempts 0 disables retries
+    rewrite: Rewrite | None
+
+
+class L4Match(msgspec.Struct, frozen=True, gc=False):
+    port: int | None
+    destination_subnets: tuple[str, ...]
+    gateways: tuple[str, ...]
+
+
+class TCPRoute(msgspec.Struct, frozen=True, gc=False):
+    matches: tuple[L4Match, ...]
+    route: tuple[RouteDestination, ...]
+
+
+class VirtualService(msgspec.Struct, frozen=True, gc=False):
+    meta: ObjectMeta
+    hosts: tuple[str, ...]
+    gateways: tuple[str, ...]  # resolved ``namespace/name`` or ``mesh``
+    http: tuple[HTTPRoute, ...]
+    tcp: tuple[TCPRoute, ...]
+    export_to: frozenset[str]
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey("VirtualService", self.meta.namespace, self.meta.name)
+
+    @property
+    def applies_to_mesh(self) -> bool:
+        """Sidecars read a VirtualService bound to the ``mesh`` gateway (the default when none is listed)."""
+        return not self.gateways or "mesh" in self.gateways
+
+
+def _destination(raw: Mapping[str, Any], namespace: str) -> Destination:
+    port = (raw.get("port") or {}).get("number")
+    return Destination(
+        host=resolve_host(str(raw.get("host") or ""), namespace),
+        subset=str(raw["subset"]) if raw.get("subset") else None,
+        port=int(port) if port is not None else None,
+    )
+
+
+def _route_destinations(raw: Any, namespace: str) -> tuple[RouteDestination, ...]:
+    items = list(raw or ())
+    if len(items) == 1:
+        return (RouteDestination(_destination(items[0].get("destination") or {}, namespace), 100),)
+    return tuple(
+        RouteDestination(_destination(item.get("destination") or {}, namespace), int(item.get("weight") or 0))
+        for item in items
+    )
+
+
+def _http_match(raw: Mapping[str, Any], namespace: str) -> HTTPMatch:
+    return HTTPMatch(
+        name=str(raw.get("name") or ""),
+        uri=string_match(raw.get("uri")),
+        method=string_match(raw.get("method")),
+        authority=string_match(raw.get("authority")),
+        headers=string_match_map(raw.get("headers")),
+        query_params=string_match_map(raw.get("queryParams")),
+        port=int_or_none(raw.get("port")),
+        ignore_uri_case=bool(raw.get("ignoreUriCase", False)),
+        gateways=tuple(resolve_gateway_name(g, namespace) for g in raw.get("gateways") or ()),
+    )
+
+
+def _retry(raw: Mapping[str, Any] | None) -> Retry | None:
+    if raw is None:
+        return None
+    return Retry(
+        attempts=int(raw.get("attempts") or 0),
+        per_try_timeout=duration_or_none(raw.get("perTryTimeout")),
+        retry_on=str(raw.get("retryOn") or DEFAULT_RETRY_ON),
+    )
+
+
+def _http_route(raw: Mapping[str, Any], namespace: str) -> HTTPRoute:
+    rewrite = raw.get("rewrite")
+    return HTTPRoute(
+        name=str(raw.get("name") or ""),
+        matches=tuple(_http_match(m, namespace) for m in raw.get("match") or ()),
+        route=_route_destinations(raw.get("route"), namespace),
+        timeout=duration_or_none(raw.get("timeout")),
+        retries=_retry(raw.get("retries")),
+        rewrite=Rewrite(uri=rewrite.get("uri"), authority=rewrite.get("authority")) if rewrite else None,
+    )
+
+
+def _tcp_route(raw: Mapping[str, Any], namespace: str) -> TCPRoute:
+    return TCPRoute(
+        matches=tuple(
+            L4Match(
+                port=int_or_none(m.get("port")),
+                destination_subnets=str_tuple(m.get("destinationSubnets")),
+                gateways=tuple(resolve_gateway_name(g, namespace) for g in m.get("gateways") or ()),
+            )
+            for m in raw.get("match") or ()
+        ),
+        route=_route_destinations(raw.get("route"), namespace),
+    )
+
+
+def build_virtual_service(raw: Mapping[str, Any]) -> VirtualService:
+    meta = object_meta(raw)
+    spec = spec_of(raw)
+    ns = meta.namespace
+    return VirtualService(
+        meta=meta,
+        hosts=tuple(resolve_host(str(h), ns) for h in spec.get("hosts") or ()),
+        gateways=tuple(resolve_gateway_name(str(g), ns) for g in spec.get("gateways") or ()),
+        http=tuple(_http_route(r, ns) for r in spec.get("http") or ()),
+        tcp=tuple(_tcp_route(r, ns) for r in spec.get("tcp") or ()),
+        export_to=resolve_export_to(str_tuple(spec.get("exportTo")), ns),
+    )
+
+
+# --- DestinationRule ----------------------------------------------------------------------------------------
+
+
+class ConnectionPool(msgspec.Struct, frozen=True, gc=False):
+    max_connections: int | None
+    connect_timeout: Duration | None
+    http1_max_pending_requests: int | None
+    http2_max_requests: int | None
+    max_retries: int | None
+
+
+class OutlierDetection(msgspec.Struct, frozen=True, gc=False):
+    consecutive_5xx_errors: int | None
+    consecutive_gateway_errors: int | None
+    interval: Duration | None
+    base_ejection_time: Duration | None
+    max_ejection_percent: int | None
+    min_health_percent: int | None
+
+
+class TrafficPolicy(msgspec.Struct, frozen=True, gc=False):
+    load_balancer: str | None  # Istio's simple LB name; None: the mesh default (LEAST_REQUEST)
+    connection_pool: ConnectionPool | None
+    outlier_detection: OutlierDetection | None
+    port_level: FrozenMap[TrafficPolicy]  # str(port number) -> policy for that port
+
+    def for_port(self, port: int) -> TrafficPolicy:
+        """The policy for one port: port-level settings replace the top-level ones field by field."""
+        override = self.port_level.get(str(port))
+        if override is None:
+            return self
+        return TrafficPolicy(
+            load_balancer=override.load_balancer or self.load_balancer,
+            connection_pool=override.connection_pool or self.connection_pool,
+            outlier_detection=override.outlier_detection or self.outlier_detection,
+            port_level=FrozenMap(),
+        )
+
+    def merged_over(self, base: TrafficPolicy | None) -> TrafficPolicy:
+        """A subset's policy over the rule's: the subset's fields win where set (Istio's merge)."""
+        if base is None:
+            return self
+        return TrafficPolicy(
+            load_balancer=self.load_balancer or base.load_balancer,
+            connection_pool=self.connection_pool or base.connection_pool,
+            outlier_detection=self.outlier_detection or base.outlier_detection,
+            port_level=self.port_level or base.port_level,
+        )
+
+
+class Subset(msgspec.Struct, frozen=True, gc=False):
+    name: str
+    labels: FrozenMap[str]
+    traffic_policy: TrafficPolicy | None
+
+
+class DestinationRule(msgspec.Struct, frozen=True, gc=False):
+    meta: ObjectMeta
+    host: str
+    traffic_policy: TrafficPolicy | None
+    subsets: tuple[Subset, ...]
+    export_to: frozenset[str]
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey("DestinationRule", self.meta.namespace, self.meta.name)
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets if s.name == name), None)
+
+
+def _connection_pool(raw: Mapping[str, Any] | None) -> ConnectionPool | None:
+    if not raw:
+        return None
+    tcp = raw.get("tcp") or {}
+    http = raw.get("http") or {}
+    return ConnectionPool(
+        max_connections=int_or_none(tcp.get("maxConnections")),
+        connect_timeout=duration_or_none(tcp.get("connectTimeout")),
+        http1_max_pending_requests=int_or_none(http.get("http1MaxPendingRequests")),
+        http2_max_requests=int_or_none(http.get("http2MaxRequests")),
+        max_retries=int_or_none(http.get("maxRetries")),
+    )
+
+
+def _outlier(raw: Mapping[str, Any] | None) -> OutlierDetection | None:
+    if not raw:
+        return None
+    # consecutiveErrors is the deprecated spelling of consecutive5xxErrors.
+    five_xx = raw.get("consecutive5xxErrors", raw.get("consecutiveErrors"))
+    return OutlierDetection(
+        consecutive_5xx_errors=int_or_none(five_xx),
+        consecutive_gateway_errors=int_or_none(raw.get("consecutiveGatewayErrors")),
+        interval=duration_or_none(raw.get("interval")),
+        base_ejection_time=duration_or_none(raw.get("baseEjectionTime")),
+        max_ejection_percent=int_or_none(raw.get("maxEjectionPercent")),
+        min_health_percent=int_or_none(raw.get("minHealthPercent")),
+    )
+
+
+def build_traffic_policy(raw: Mapping[str, Any] | None) -> TrafficPolicy | None:
+    if not raw:
+        return None
+    lb = (raw.get("loadBalancer") or {}).get("simple")
+    port_level: dict[str, TrafficPolicy] = {}
+    for entry in raw.get("portLevelSettings") or ():
+        number = (entry.get("port") or {}).get("number")
+        policy = build_traffic_policy({k: v for k, v in entry.items() if k != "port"})
+        if number is not None and policy is not None:
+            port_level[str(int(number))] = policy
+    return TrafficPolicy(
+        load_balancer=str(lb) if lb else None,
+        connection_pool=_connection_pool(raw.get("connectionPool")),
+        outlier_detection=_outlier(raw.get("outlierDetection")),
+        port_level=FrozenMap(port_level),
+    )
+
+
+def build_destination_rule(raw: Mapping[str, Any]) -> DestinationRule:
+    meta = object_meta(raw)
+    spec = spec_of(raw)
+    return DestinationRule(
+        meta=meta,
+        host=resolve_host(str(spec.get("host") or ""), meta.namespace),
+        traffic_policy=build_traffic_policy(spec.get("trafficPolicy")),
+        subsets=tuple(
+            Subset(
+                name=str(s.get("name") or ""),
+                labels=str_map(s.get("labels")),
+                traffic_policy=build_traffic_policy(s.get("trafficPolicy")),
+            )
+            for s in spec.get("subsets") or ()
+        ),
+        export_to=resolve_export_to(str_tuple(spec.get("exportTo")), meta.namespace),
+    )
+
+
+# --- ServiceEntry -------------------------------------------------------------------------------------------
+
+
+class ServiceEntryPort(msgspec.Struct, frozen=True, gc=False):
+    number: int
+    name: str
+    protocol: MeshProtocol
+    target_port: int | None
+
+
+class WorkloadEndpoint(msgspec.Struct, frozen=True, gc=False):
+    address: str
+    ports: FrozenMap[int]  # port name -> endpoint port
+    labels: FrozenMap[str]
+    weight: int | None
+    locality: str | None
+
+
+class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
+    meta: ObjectMeta
+    hosts: tuple[str, ...]
+    addresses: tuple[str, ...]
+    ports: tuple[ServiceEntryPort, ...]
+    location: str  # MESH_EXTERNAL or MESH_INTERNAL
+    resolution: str  # NONE, STATIC, DNS or DNS_ROUND_ROBIN
+    endpoints: tuple[WorkloadEndpoint, ...]
+    export_to: frozenset[str]
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey("ServiceEntry", self.meta.namespace, self.meta.name)
+
+
+def build_service_entry(raw: Mapping[str, Any]) -> ServiceEntry:
+    meta = object_meta(raw)
+    spec = spec_of(raw)
+    return ServiceEntry(
+        meta=meta,
+        # ServiceEntry hosts are taken literally (a short name stays short), as Istio does.
+        hosts=str_tuple(spec.get("hosts")),
+        addresses=str_tuple(spec.get("addresses")),
+        ports=tuple(
+            ServiceEntryPort(
+                number=int(p["number"]),
+                name=str(p.get("name") or ""),
+                protocol=parse_protocol(str(p.get("protocol") or "TCP")),
+                target_port=int_or_none(p.get("targetPort")),
+            )
+            for p in spec.get("ports") or ()
+        ),
+        location=str(spec.get("location") or "MESH_EXTERNAL"),
+        resolution=str(spec.get("resolution") or "NONE"),
+        endpoints=tuple(
+            WorkloadEndpoint(
+                address=str(e.get("address") or ""),
+                ports=FrozenMap({str(k): int(v) for k, v in (e.get("ports") or {}).items()}),
+                labels=str_map(e.get("labels")),
+                weight=int_or_none(e.get("weight")),
+                locality=e.get("locality"),
+            )
+            for e in spec.get("endpoints") or ()
+        ),
+        export_to=resolve_export_to(str_tuple(spec.get("exportTo")), meta.namespace),
+    )
+
+
+# --- Sidecar ------------------------------------------------------------------------------------------------
+
+
+class Sidecar(msgspec.Struct, frozen=True, gc=False):
+    meta: ObjectMeta
+    workload_selector: FrozenMap[str] | None  # None: every workload of the namespace
+    egress_hosts: tuple[str, ...]  # "namespace/host" patterns; empty: no egress listener given
+    outbound_traffic_policy: str | None  # ALLOW_ANY, REGISTRY_ONLY, or None for the mesh default
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey("Sidecar", self.meta.namespace, self.meta.name)
+
+
+def build_sidecar(raw: Mapping[str, Any]) -> Sidecar:
+    meta = object_meta(raw)
+    spec = spec_of(raw)
+    selector = spec.get("workloadSelector")
+    hosts: list[str] = []
+    for egress in spec.get("egress") or ():
+        hosts.extend(str(h) for h in egress.get("hosts") or ())
+    mode = (spec.get("outboundTrafficPolicy") or {}).get("mode")
+    return Sidecar(
+        meta=meta,
+        workload_selector=str_map(selector.get("labels")) if selector else None,
+        egress_hosts=tuple(hosts),
+        outbound_traffic_policy=str(mode) if mode else None,
+    )
+
+
+# --- Kinds held but not translated yet ----------------------------------------------------------------------
+
+
+class OpaqueConfig(msgspec.Struct, frozen=True, gc=False):
+    """Gateway, PeerAuthentication, AuthorizationPolicy: kept (validated, versioned, visible in debug) but
+    not yet turned into proxy config; validation tells the user so."""
+
+    kind: str
+    meta: ObjectMeta
+    spec: bytes  # canonical JSON of the spec, so an unchanged spec compares equal
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.kind, self.meta.namespace, self.meta.name)
+
+
+def build_opaque(raw: Mapping[str, Any]) -> OpaqueConfig:
+    import orjson
+
+    return OpaqueConfig(
+        kind=str(raw.get("kind") or ""),
+        meta=object_meta(raw),
+        spec=orjson.dumps(spec_of(raw), option=orjson.OPT_SORT_KEYS),
+    )

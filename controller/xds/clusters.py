@@ -1,0 +1,185 @@
+"""CDS: outbound clusters per service port and subset, inbound clusters, and the special clusters."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.type.v3 import percent_pb2
+
+from controller.model.istio import TrafficPolicy
+from controller.xds.registry import LbEndpoint, MeshService
+from controller.xds.resources import proto_duration, u32
+
+PASSTHROUGH = "PassthroughCluster"
+BLACKHOLE = "BlackHoleCluster"
+INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
+# The source address the sidecar uses towards its own application: iptables lets it through uncaptured.
+INBOUND_SOURCE = "127.0.0.6"
+DEFAULT_CONNECT_TIMEOUT = 10.0  # Istio's mesh default connectTimeout
+# Istio lifts Envoy's default circuit-breaker limits (1024) to "unlimited" unless a DestinationRule sets them.
+UNLIMITED = 4294967295
+
+_LB = {
+    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
+    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
+    "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST,
+    "RANDOM": cluster_pb2.Cluster.RANDOM,
+}
+
+
+def outbound_name(port: int, subset: str | None, host: str) -> str:
+    return f"outbound|{port}|{subset or ''}|{host}"
+
+
+def inbound_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def _original_dst(name: str, *, bind_source: str | None = None) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=proto_duration(DEFAULT_CONNECT_TIMEOUT),
+        circuit_breakers=_circuit_breakers(None),
+    )
+    if bind_source:
+        cluster.upstream_bind_config.CopyFrom(
+            address_pb2.BindConfig(
+                source_address=address_pb2.SocketAddress(address=bind_source, port_value=0)
+            )
+        )
+    return cluster
+
+
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    return _original_dst(PASSTHROUGH)
+
+
+def inbound_passthrough_cluster() -> cluster_pb2.Cluster:
+    return _original_dst(INBOUND_PASSTHROUGH, bind_source=INBOUND_SOURCE)
+
+
+def inbound_cluster(port: int) -> cluster_pb2.Cluster:
+    return _original_dst(inbound_name(port), bind_source=INBOUND_SOURCE)
+
+
+def blackhole_cluster() -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=BLACKHOLE,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=proto_duration(DEFAULT_CONNECT_TIMEOUT),
+    )
+
+
+def _circuit_breakers(policy: TrafficPolicy | None) -> circuit_breaker_pb2.CircuitBreakers:
+    pool = policy.connection_pool if policy else None
+    threshold = circuit_breaker_pb2.CircuitBreakers.Thresholds(
+        max_connections=u32(pool.max_connections if pool and pool.max_connections is not None else UNLIMITED),
+        max_pending_requests=u32(
+            pool.http1_max_pending_requests
+            if pool and pool.http1_max_pending_requests is not None
+            else UNLIMITED
+        ),
+        max_requests=u32(
+            pool.http2_max_requests if pool and pool.http2_max_requests is not None else UNLIMITED
+        ),
+        max_retries=u32(pool.max_retries if pool and pool.max_retries is not None else UNLIMITED),
+    )
+    return circuit_breaker_pb2.CircuitBreakers(thresholds=[threshold])
+
+
+def _outlier(policy: TrafficPolicy | None) -> outlier_detection_pb2.OutlierDetection | None:
+    od = policy.outlier_detection if policy else None
+    if od is None:
+        return None
+    out = outlier_detection_pb2.OutlierDetection()
+    if od.consecutive_5xx_errors is not None:
+        out.consecutive_5xx.value = od.consecutive_5xx_errors
+        out.enforcing_consecutive_5xx.value = 100 if od.consecutive_5xx_errors else 0
+    if od.consecutive_gateway_errors is not None:
+        out.consecutive_gateway_failure.value = od.consecutive_gateway_errors
+        out.enforcing_consecutive_gateway_failure.value = 100 if od.consecutive_gateway_errors else 0
+    if od.interval is not None:
+        out.interval.CopyFrom(proto_duration(od.interval))
+    if od.base_ejection_time is not None:
+        out.base_ejection_time.CopyFrom(proto_duration(od.base_ejection_time))
+    if od.max_ejection_percent is not None:
+        out.max_ejection_percent.value = od.max_ejection_percent
+    return out
+
+
+def outbound_cluster(
+    name: str,
+    service: MeshService,
+    policy: TrafficPolicy | None,
+    dns_endpoints: list[LbEndpoint] | None = None,
+) -> cluster_pb2.Cluster:
+    """One outbound cluster. ``policy`` is the DestinationRule policy already resolved for the port/subset."""
+    pool = policy.connection_pool if policy else None
+    timeout = pool.connect_timeout if pool and pool.connect_timeout else None
+    lb_name = (policy.load_balancer if policy else None) or "LEAST_REQUEST"
+    if service.resolution == "NONE" or lb_name == "PASSTHROUGH":
+        return _original_dst(name)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        connect_timeout=proto_duration(timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT),
+        lb_policy=_LB.get(lb_name, cluster_pb2.Cluster.LEAST_REQUEST),
+        circuit_breakers=_circuit_breakers(policy),
+    )
+    if service.resolution == "DNS":
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+        cluster.load_assignment.CopyFrom(load_assignment(name, dns_endpoints or []))
+    else:
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.CopyFrom(
+            cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name)
+        )
+    outlier = _outlier(policy)
+    if outlier is not None:
+        cluster.outlier_detection.CopyFrom(outlier)
+        od = policy.outlier_detection if policy else None
+        if od is not None and od.min_health_percent is not None:
+            cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
+                percent_pb2.Percent(value=float(od.min_health_percent))
+            )
+    return cluster
+
+
+_HEALTH = {
+    "HEALTHY": health_check_pb2.HEALTHY,
+    "UNHEALTHY": health_check_pb2.UNHEALTHY,
+    "DRAINING": health_check_pb2.DRAINING,
+}
+
+
+def load_assignment(name: str, endpoints: list[LbEndpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+    """EDS: endpoints grouped by zone. Every locality carries a weight: gRPC clients ignore a locality without
+    one, and Envoy only reads it under locality-weighted balancing."""
+    by_zone: dict[str, list[LbEndpoint]] = {}
+    for ep in endpoints:
+        by_zone.setdefault(ep.zone or "", []).append(ep)
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for zone in sorted(by_zone):
+        group = by_zone[zone]
+        locality = assignment.endpoints.add()
+        if zone:
+            locality.locality.zone = zone
+        weight = 0
+        for ep in group:
+            lb = locality.lb_endpoints.add()
+            lb.endpoint.address.socket_address.address = ep.address
+            lb.endpoint.address.socket_address.port_value = ep.port
+            lb.health_status = _HEALTH[ep.health]
+            if ep.weight:
+                lb.load_balancing_weight.value = ep.weight
+            weight += ep.weight or 1
+        locality.load_balancing_weight.value = weight
+    return assignment

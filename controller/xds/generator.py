@@ -1,0 +1,435 @@
+"""Per-scope and per-proxy resource sets, updated incrementally as the mesh changes.
+
+The unit of work is a *host bundle*: every resource one service host contributes to a scope (its clusters,
+endpoints, outbound listeners, virtual hosts). Bundles are cached by the revisions of their inputs, so a
+change rebuilds only the bundles of the hosts it touches, and only the scopes that see those hosts. The
+per-port RouteConfigurations are reassembled from cached virtual hosts when one of theirs changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+
+from controller.model.istio import DestinationRule, TrafficPolicy
+from controller.model.kube import Pod
+from controller.model.protocol import MeshProtocol
+from controller.model.snapshot import ConfigChange, MeshSnapshot
+from controller.model.values import ResourceKey
+from controller.xds import clusters as cds
+from controller.xds import grpcgen
+from controller.xds import listeners as lds
+from controller.xds import routes as rds
+from controller.xds.node import ProxyNode
+from controller.xds.registry import MeshService, Registry
+from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, make_resource
+from controller.xds.scope import Scope, ScopeKey, find_pod, scope_of
+from mizzen import logs
+
+log = logs.get("xds.generator")
+
+ResourceMap = dict[str, dict[str, Resource]]  # type URL -> name -> resource
+
+
+def empty_map() -> ResourceMap:
+    return {t: {} for t in PUSH_ORDER}
+
+
+class HostBundle(NamedTuple):
+    inputs: tuple[Any, ...]  # the revisions it was built from
+    resources: ResourceMap  # clusters, endpoints, listeners (and proxyless routes)
+    vhosts: dict[int, rc.VirtualHost]  # HTTP port -> virtual host (sidecars)
+
+
+def _policy_for(dr: DestinationRule | None, port: int, subset: str | None) -> TrafficPolicy | None:
+    if dr is None:
+        return None
+    base = dr.traffic_policy
+    if subset is not None:
+        sub = dr.subset(subset)
+        if sub is not None and sub.traffic_policy is not None:
+            base = sub.traffic_policy.merged_over(base)
+    return base.for_port(port) if base is not None else None
+
+
+def _is_http(protocol: MeshProtocol) -> bool:
+    return protocol.is_http
+
+
+class ScopeView:
+    """The outbound resources of one scope at one snapshot version, kept up to date incrementally."""
+
+    def __init__(self, key: ScopeKey) -> None:
+        self.key = key
+        self.version = 0
+        self.bundles: dict[str, HostBundle] = {}
+        self.resources: ResourceMap = empty_map()
+        self.port_hosts: dict[int, set[str]] = {}  # sidecar HTTP port -> hosts with a virtual host on it
+        self.allow_any: bool | None = None
+
+    # -- inputs of a host bundle --
+    def _inputs(self, reg: Registry, scope: Scope, svc: MeshService) -> tuple[Any, ...]:
+        snapshot = reg.snapshot
+        vs = reg.virtual_service_for(svc.hostname, scope.namespace)
+        dr = reg.destination_rule_for(svc.hostname, scope.namespace, svc.namespace)
+        source_rev = snapshot.revision(svc.source)
+        if svc.source.kind == "Service":
+            slices = tuple(
+                (k.name, snapshot.revision(k))
+                for k in sorted(snapshot.slice_keys_of(svc.namespace, svc.source.name))
+            )
+        else:
+            slices = ()
+        pods: tuple[Any, ...] = ()
+        if dr is not None and dr.subsets and slices:
+            # Subsets select endpoints by pod labels: the pods behind the slices are inputs too.
+            refs = sorted(
+                {
+                    ep.pod
+                    for eps in snapshot.slices_of(svc.namespace, svc.source.name)
+                    for ep in eps.endpoints
+                    if ep.pod
+                }
+            )
+            pods = tuple((k.name, snapshot.revision(k)) for k in refs)
+        # A VirtualService route may name another host's port implicitly: its port list is an input.
+        dest_ports: tuple[Any, ...] = ()
+        if vs is not None:
+            dests = sorted({d.destination.host for r in vs.http for d in r.route})
+            dest_ports = tuple(
+                (h, reg.services[h].ports if h in reg.services else None) for h in dests if h != svc.hostname
+            )
+        return (
+            svc,
+            source_rev,
+            vs.key if vs else None,
+            snapshot.revision(vs.key) if vs else 0,
+            dr.key if dr else None,
+            snapshot.revision(dr.key) if dr else 0,
+            slices,
+            pods,
+            dest_ports,
+        )
+
+    def _bundle(self, reg: Registry, scope: Scope, svc: MeshService, inputs: tuple[Any, ...]) -> HostBundle:
+        res = empty_map()
+        vhosts: dict[int, rc.VirtualHost] = {}
+        dr_key = inputs[4]
+        dr: DestinationRule | None = reg.snapshot.get(dr_key) if dr_key else None
+        vs_key = inputs[2]
+        vs = reg.snapshot.get(vs_key) if vs_key else None
+        subsets = [s.name for s in dr.subsets] if dr else []
+        proxyless = self.key.proxyless
+        for port in svc.ports:
+            if port.protocol in (MeshProtocol.UDP, MeshProtocol.SCTP):
+                continue
+            endpoints = reg.endpoints(svc, port)
+            for subset in (None, *subsets):
+                name = cds.outbound_name(port.port, subset, svc.hostname)
+                if subset is None:
+                    selected = endpoints
+                else:
+                    labels = dr.subset(subset).labels  # type: ignore[union-attr]
+                    selected = [e for e in endpoints if e.labels.matches(labels)]
+                policy = _policy_for(dr, port.port, subset)
+                if proxyless:
+                    cluster = grpcgen.cluster(name, svc, policy)
+                    if cluster is None:
+                        continue
+                else:
+                    cluster = cds.outbound_cluster(
+                        name, svc, policy, selected if svc.resolution == "DNS" else None
+                    )
+                res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
+                if svc.resolution == "EDS":
+                    res[ENDPOINT][name] = make_resource(ENDPOINT, name, cds.load_assignment(name, selected))
+            routes = rds.routes_for(svc, port.port, vs, reg.services, proxyless=proxyless)
+            if proxyless:
+                for name, msg in grpcgen.listener_and_route(svc, port.port, scope.namespace, routes):
+                    type_url = LISTENER if msg.DESCRIPTOR.name == "Listener" else ROUTE
+                    res[type_url][name] = make_resource(type_url, name, msg)
+            elif _is_http(port.protocol):
+                vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
+            else:
+                self._tcp_listeners(res, svc, port.port, vs)
+        return HostBundle(inputs, res, vhosts)
+
+    def _tcp_listeners(self, res: ResourceMap, svc: MeshService, port: int, vs: Any) -> None:
+        targets = [(cds.outbound_name(port, None, svc.hostname), 100)]
+        if vs is not None:
+            for rule in vs.tcp:
+                if not rule.matches or any(m.port in (None, port) for m in rule.matches):
+                    targets = [
+                        (
+                            cds.outbound_name(
+                                d.destination.port or port, d.destination.subset, d.destination.host
+                            ),
+                            d.weight,
+                        )
+                        for d in rule.route
+                        if d.weight > 0
+                    ]
+                    break
+        stat = cds.outbound_name(port, None, svc.hostname)
+        # Istio: a TCP service without a VIP (headless, ServiceEntry without addresses) listens on 0.0.0.0.
+        for address in svc.addresses or ("0.0.0.0",):
+            listener = lds.outbound_tcp_listener(address, port, stat, targets)
+            res[LISTENER][listener.name] = make_resource(LISTENER, listener.name, listener)
+
+    # -- updating --
+    def update(self, reg: Registry, scope: Scope, hosts: Iterable[str] | None) -> dict[str, set[str]]:
+        """Bring the view to ``reg.snapshot``, looking only at ``hosts`` (all when None). Returns the names
+        of resources that changed or disappeared, by type."""
+        changed: dict[str, set[str]] = {t: set() for t in PUSH_ORDER}
+        candidates = reg.services.keys() if hosts is None else hosts
+        if hosts is None:
+            candidates = set(candidates) | set(self.bundles)
+        touched_ports: set[int] = set()
+        for host in candidates:
+            svc = reg.services.get(host)
+            old = self.bundles.get(host)
+            if svc is None or not scope.sees(svc):
+                if old is not None:
+                    del self.bundles[host]
+                    self._remove(old, changed, touched_ports, host)
+                continue
+            inputs = self._inputs(reg, scope, svc)
+            if old is not None and old.inputs == inputs:
+                continue
+            bundle = self._bundle(reg, scope, svc, inputs)
+            self.bundles[host] = bundle
+            if old is not None:
+                self._remove(old, changed, touched_ports, host, keep=bundle)
+            self._add(bundle, changed, touched_ports, host)
+        if not self.key.proxyless:
+            self._fixed(scope, changed)
+            for port in touched_ports:
+                self._assemble_route(port, scope, changed)
+        self.version = reg.snapshot.version
+        return changed
+
+    def _remove(
+        self,
+        bundle: HostBundle,
+        changed: dict[str, set[str]],
+        ports: set[int],
+        host: str,
+        keep: HostBundle | None = None,
+    ) -> None:
+        for type_url, items in bundle.resources.items():
+            current = self.resources[type_url]
+            for name in items:
+                if keep is not None and name in keep.resources[type_url]:
+                    continue
+                if name in current:
+                    del current[name]
+                    changed[type_url].add(name)
+        for port in bundle.vhosts:
+            if keep is None or port not in keep.vhosts:
+                self.port_hosts.get(port, set()).discard(host)
+            ports.add(port)
+
+    def _add(self, bundle: HostBundle, changed: dict[str, set[str]], ports: set[int], host: str) -> None:
+        for type_url, items in bundle.resources.items():
+            current = self.resources[type_url]
+            for name, resource in items.items():
+                before = current.get(name)
+                if before is None or before.version != resource.version:
+                    current[name] = resource
+                    changed[type_url].add(name)
+        for port in bundle.vhosts:
+            self.port_hosts.setdefault(port, set()).add(host)
+            ports.add(port)
+
+    def _fixed(self, scope: Scope, changed: dict[str, set[str]]) -> None:
+        """The capture listener and special clusters; they change only with the outbound policy."""
+        if self.allow_any == scope.allow_any:
+            return
+        self.allow_any = scope.allow_any
+        fixed: list[tuple[str, str, Any]] = [
+            (CLUSTER, cds.PASSTHROUGH, cds.passthrough_cluster()),
+            (CLUSTER, cds.BLACKHOLE, cds.blackhole_cluster()),
+            (CLUSTER, cds.INBOUND_PASSTHROUGH, cds.inbound_passthrough_cluster()),
+            (LISTENER, lds.VIRTUAL_OUTBOUND, lds.virtual_outbound(scope.allow_any)),
+        ]
+        for type_url, name, msg in fixed:
+            resource = make_resource(type_url, name, msg)
+            before = self.resources[type_url].get(name)
+            if before is None or before.version != resource.version:
+                self.resources[type_url][name] = resource
+                changed[type_url].add(name)
+        for port in list(self.port_hosts):
+            self._assemble_route(port, scope, changed)
+
+    def _assemble_route(self, port: int, scope: Scope, changed: dict[str, set[str]]) -> None:
+        name = str(port)
+        listener_name = f"0.0.0.0_{port}"
+        hosts = self.port_hosts.get(port)
+        if not hosts:
+            self.port_hosts.pop(port, None)
+            for type_url, key in ((ROUTE, name), (LISTENER, listener_name)):
+                if self.resources[type_url].pop(key, None) is not None:
+                    changed[type_url].add(key)
+            return
+        seen: set[str] = set()
+        vhosts = []
+        for host in sorted(hosts):
+            vh = self.bundles[host].vhosts[port]
+            duplicate = [d for d in vh.domains if d in seen]
+            if duplicate:
+                # Envoy refuses a RouteConfiguration with a domain twice; drop the repeats, keep the host.
+                log.warning("duplicate domains on one port", port=port, host=host, domains=duplicate)
+                vh = rc.VirtualHost(
+                    name=vh.name, domains=[d for d in vh.domains if d not in seen], routes=vh.routes
+                )
+            seen.update(vh.domains)
+            vhosts.append(vh)
+        vhosts.append(rds.fallback_virtual_host(scope.allow_any if scope.allow_any is not None else True))
+        route = make_resource(ROUTE, name, rds.route_configuration(name, vhosts))
+        if (before := self.resources[ROUTE].get(name)) is None or before.version != route.version:
+            self.resources[ROUTE][name] = route
+            changed[ROUTE].add(name)
+        if listener_name not in self.resources[LISTENER]:
+            self.resources[LISTENER][listener_name] = make_resource(
+                LISTENER, listener_name, lds.outbound_http_listener(port)
+            )
+            changed[LISTENER].add(listener_name)
+
+
+def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
+    """virtualInbound and the ``inbound|<port>||`` clusters of one pod: every port a Service selecting the
+    pod targets (protocol from that Service port), plus declared container ports (opaque TCP)."""
+    out = empty_map()
+    ports: dict[int, bool] = {}
+    if pod is not None:
+        named = {p.name: p.port for p in pod.container_ports if p.name}
+        for svc in snapshot.services():
+            if svc.namespace != pod.namespace or not svc.selector or not pod.labels.matches(svc.selector):
+                continue
+            for sp in svc.ports:
+                if sp.transport != "TCP":
+                    continue
+                target = sp.target_port if isinstance(sp.target_port, int) else named.get(sp.target_port)
+                if target is not None:
+                    ports[target] = ports.get(target, False) or sp.protocol.is_http
+        for cp in pod.container_ports:
+            if cp.transport == "TCP":
+                ports.setdefault(cp.port, False)
+    for port in ports:
+        name = cds.inbound_name(port)
+        out[CLUSTER][name] = make_resource(CLUSTER, name, cds.inbound_cluster(port))
+    listener = lds.virtual_inbound(ports.items())
+    out[LISTENER][lds.VIRTUAL_INBOUND] = make_resource(LISTENER, lds.VIRTUAL_INBOUND, listener)
+    return out
+
+
+class ChangeSummary(NamedTuple):
+    """What one snapshot update touched, for deciding which proxies to push to."""
+
+    version: int
+    scopes: Mapping[ScopeKey, dict[str, set[str]]]  # scope -> type -> changed names
+    pods: frozenset[ResourceKey]  # pods whose inbound config may have changed
+    namespaces_rescoped: frozenset[str] | None  # Sidecar changes: re-resolve proxies' scopes (None: all)
+    causes: tuple[ResourceKey, ...]
+
+
+class Translator:
+    """Holds the registry and scope views; turns each snapshot update into per-scope resource changes."""
+
+    def __init__(
+        self, snapshot: MeshSnapshot, *, allow_any: bool = True, domain: str = "cluster.local"
+    ) -> None:
+        self.allow_any = allow_any
+        self.domain = domain
+        self.registry = Registry(snapshot, domain=domain)
+        self.scopes: dict[ScopeKey, ScopeView] = {}
+
+    @property
+    def snapshot(self) -> MeshSnapshot:
+        return self.registry.snapshot
+
+    def scope_key(self, node: ProxyNode) -> ScopeKey:
+        return scope_of(self.snapshot, node)
+
+    def view(self, key: ScopeKey) -> ScopeView:
+        """The scope's view at the current snapshot (built on first use)."""
+        view = self.scopes.get(key)
+        if view is None:
+            view = ScopeView(key)
+            view.update(self.registry, Scope(key, self.snapshot, self.allow_any), None)
+            self.scopes[key] = view
+        return view
+
+    def proxy_resources(self, node: ProxyNode, key: ScopeKey | None = None) -> ResourceMap:
+        """Everything one proxy should have now: its scope's outbound config plus its inbound config."""
+        key = key or self.scope_key(node)
+        view = self.view(key)
+        if node.proxyless:
+            return view.resources
+        inbound = inbound_resources(self.snapshot, find_pod(self.snapshot, node))
+        merged = empty_map()
+        for type_url in PUSH_ORDER:
+            merged[type_url] = {**view.resources[type_url], **inbound[type_url]}
+        return merged
+
+    def update(self, snapshot: MeshSnapshot, changes: Iterable[ConfigChange]) -> ChangeSummary:
+        changes = list(changes)
+        old_registry = self.registry
+        self.registry = Registry(snapshot, old_registry, domain=self.domain)
+        hosts: set[str] = set()
+        pods: set[ResourceKey] = set()
+        rescoped: set[str] | None = set()
+        for change in changes:
+            kind = change.key.kind
+            hosts.update(old_registry.hosts_of_change(change.key, change.old, change.new))
+            hosts.update(self.registry.hosts_of_change(change.key, change.old, change.new))
+            if kind == "Sidecar":
+                if change.key.namespace == "istio-system":
+                    rescoped = None
+                elif rescoped is not None:
+                    rescoped.add(change.key.namespace)
+            elif kind == "Pod":
+                pods.add(change.key)
+            elif kind == "Service":
+                # Inbound ports come from the Services that select a pod.
+                for o in (change.old, change.new):
+                    if o is not None and o.selector:
+                        for pod in snapshot.objects("Pod"):
+                            if pod.namespace == o.namespace and pod.labels.matches(o.selector):
+                                pods.add(pod.key)
+        scope_changes: dict[ScopeKey, dict[str, set[str]]] = {}
+        for key, view in list(self.scopes.items()):
+            if key.sidecar is not None and key.sidecar in {c.key for c in changes}:
+                # The Sidecar itself changed: rebuild the view (visibility rules changed everywhere).
+                if snapshot.get(key.sidecar) is None:
+                    del self.scopes[key]
+                    continue
+                fresh = ScopeView(key)
+                fresh.update(self.registry, Scope(key, snapshot, self.allow_any), None)
+                self.scopes[key] = fresh
+                scope_changes[key] = _diff(view.resources, fresh.resources)
+                continue
+            changed = view.update(self.registry, Scope(key, snapshot, self.allow_any), hosts)
+            if any(changed.values()):
+                scope_changes[key] = changed
+        return ChangeSummary(
+            snapshot.version,
+            scope_changes,
+            frozenset(pods),
+            None if rescoped is None else frozenset(rescoped),
+            tuple(c.key for c in changes),
+        )
+
+
+def _diff(before: ResourceMap, after: ResourceMap) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for type_url in PUSH_ORDER:
+        a, b = before[type_url], after[type_url]
+        out[type_url] = {
+            n
+            for n in a.keys() | b.keys()
+            if (a.get(n) is None) != (b.get(n) is None) or a[n].version != b[n].version
+        }
+    return out

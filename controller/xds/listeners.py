@@ -1,0 +1,156 @@
+"""LDS: the capture listeners (virtualOutbound on 15001, virtualInbound on 15006) and the per-port outbound
+listeners they hand connections to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from controller.xds.clusters import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_name
+from controller.xds.resources import any_of, proto_duration
+
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+VIRTUAL_OUTBOUND = "virtualOutbound"
+VIRTUAL_INBOUND = "virtualInbound"
+ROUTER = "envoy.filters.http.router"
+HCM = "envoy.filters.network.http_connection_manager"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+
+
+def _address(ip: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
+
+
+def tcp_proxy_filter(stat_prefix: str, clusters: list[tuple[str, int]]) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if len(clusters) == 1:
+        proxy.cluster = clusters[0][0]
+    else:
+        for name, weight in clusters:
+            proxy.weighted_clusters.clusters.add(name=name, weight=weight)
+    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=any_of(proxy))
+
+
+def router_filter() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=ROUTER, typed_config=any_of(router_pb2.Router()))
+
+
+def http_manager(
+    stat_prefix: str, *, rds_name: str | None = None, route_config: route_pb2.RouteConfiguration | None = None
+) -> hcm_pb2.HttpConnectionManager:
+    manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, http_filters=[router_filter()])
+    if rds_name is not None:
+        manager.rds.route_config_name = rds_name
+        manager.rds.config_source.ads.SetInParent()
+        manager.rds.config_source.resource_api_version = config_source_pb2.V3
+    elif route_config is not None:
+        manager.route_config.CopyFrom(route_config)
+    return manager
+
+
+def hcm_filter(manager: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=HCM, typed_config=any_of(manager))
+
+
+def virtual_outbound(allow_any: bool) -> listener_pb2.Listener:
+    """The listener iptables sends outbound connections to; it hands each to the listener of its original
+    destination, and what matches none goes to PassthroughCluster (ALLOW_ANY) or BlackHoleCluster."""
+    target = PASSTHROUGH if allow_any else BLACKHOLE
+    listener = listener_pb2.Listener(
+        name=VIRTUAL_OUTBOUND,
+        address=_address("0.0.0.0", OUTBOUND_PORT),
+        traffic_direction=base_pb2.OUTBOUND,
+        default_filter_chain=listener_components_pb2.FilterChain(
+            name="virtualOutbound-catchall-tcp", filters=[tcp_proxy_filter(target, [(target, 1)])]
+        ),
+    )
+    listener.use_original_dst.value = True
+    return listener
+
+
+def _bind_false(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+    listener.bind_to_port.value = False
+    return listener
+
+
+def outbound_http_listener(port: int) -> listener_pb2.Listener:
+    """``0.0.0.0_<port>``: every HTTP service on this port, routed by the RouteConfiguration ``<port>``."""
+    manager = http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port))
+    return _bind_false(
+        listener_pb2.Listener(
+            name=f"0.0.0.0_{port}",
+            address=_address("0.0.0.0", port),
+            traffic_direction=base_pb2.OUTBOUND,
+            filter_chains=[listener_components_pb2.FilterChain(filters=[hcm_filter(manager)])],
+        )
+    )
+
+
+def outbound_tcp_listener(
+    address: str, port: int, stat_prefix: str, clusters: list[tuple[str, int]]
+) -> listener_pb2.Listener:
+    """``<vip>_<port>``: one opaque-TCP service port."""
+    return _bind_false(
+        listener_pb2.Listener(
+            name=f"{address}_{port}",
+            address=_address(address, port),
+            traffic_direction=base_pb2.OUTBOUND,
+            filter_chains=[
+                listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(stat_prefix, clusters)])
+            ],
+        )
+    )
+
+
+def virtual_inbound(ports: Iterable[tuple[int, bool]]) -> listener_pb2.Listener:
+    """The listener iptables sends inbound connections to: one chain per pod port (HTTP through an inline
+    route to ``inbound|<port>||``, else opaque TCP), the rest to InboundPassthroughCluster.
+
+    Connections arrive by REDIRECT, so the original_dst listener filter recovers the port each chain matches
+    on. (Not use_original_dst: that would hand inbound connections to the outbound ``0.0.0.0_<port>``.)
+    """
+    chains = []
+    for port, http in sorted(ports):
+        cluster = inbound_name(port)
+        chain = listener_components_pb2.FilterChain(name=cluster)
+        chain.filter_chain_match.destination_port.value = port
+        if http:
+            route = rc.Route(
+                name="default",
+                match=rc.RouteMatch(prefix="/"),
+                route=rc.RouteAction(cluster=cluster, timeout=proto_duration(0.0)),
+            )
+            config = route_pb2.RouteConfiguration(
+                name=cluster,
+                virtual_hosts=[rc.VirtualHost(name=f"inbound|http|{port}", domains=["*"], routes=[route])],
+            )
+            config.validate_clusters.value = False
+            chain.filters.append(hcm_filter(http_manager(f"inbound_0.0.0.0_{port}", route_config=config)))
+        else:
+            chain.filters.append(tcp_proxy_filter(cluster, [(cluster, 1)]))
+        chains.append(chain)
+    return listener_pb2.Listener(
+        name=VIRTUAL_INBOUND,
+        address=_address("0.0.0.0", INBOUND_PORT),
+        traffic_direction=base_pb2.INBOUND,
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.original_dst",
+                typed_config=any_of(original_dst_pb2.OriginalDst()),
+            )
+        ],
+        filter_chains=chains,
+        default_filter_chain=listener_components_pb2.FilterChain(
+            name="virtualInbound-catchall",
+            filters=[tcp_proxy_filter(INBOUND_PASSTHROUGH, [(INBOUND_PASSTHROUGH, 1)])],
+        ),
+    )

@@ -1,0 +1,242 @@
+"""The service registry translation works from: Kubernetes Services and ServiceEntries as one kind of
+service, with their endpoints, and the VirtualServices/DestinationRules that apply to each host.
+
+A :class:`Registry` is derived from one snapshot. Service views are memoised per source object revision,
+so deriving the registry of the next snapshot costs only what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import msgspec
+
+from controller.model.hosts import DEFAULT_DOMAIN, host_matches, is_wildcard, service_hostname, visible_to
+from controller.model.istio import DestinationRule, ServiceEntry, VirtualService
+from controller.model.kube import Service
+from controller.model.protocol import MeshProtocol
+from controller.model.snapshot import MeshSnapshot
+from controller.model.values import FrozenMap, ResourceKey
+
+HEALTHY, UNHEALTHY, DRAINING = "HEALTHY", "UNHEALTHY", "DRAINING"
+
+
+class MeshPort(msgspec.Struct, frozen=True, gc=False):
+    name: str
+    port: int
+    protocol: MeshProtocol
+    target_port: int | str | None
+
+
+class MeshService(msgspec.Struct, frozen=True, gc=False):
+    """One host the mesh can route to (a Kubernetes Service, or one host of a ServiceEntry)."""
+
+    hostname: str
+    namespace: str
+    source: ResourceKey
+    addresses: tuple[str, ...]  # ClusterIPs or ServiceEntry addresses; empty: headless / no VIP
+    ports: tuple[MeshPort, ...]
+    # EDS (Kubernetes endpoints or ServiceEntry STATIC endpoints), DNS, or NONE (original destination)
+    resolution: str
+    export_to: frozenset[str]
+    external: bool
+
+    def port(self, number: int) -> MeshPort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+class LbEndpoint(NamedTuple):
+    address: str
+    port: int
+    health: str
+    labels: FrozenMap[str]
+    zone: str | None
+    weight: int | None
+
+
+def service_view(svc: Service) -> MeshService:
+    return MeshService(
+        hostname=svc.hostname,
+        namespace=svc.namespace,
+        source=svc.key,
+        addresses=svc.cluster_ips,
+        ports=tuple(
+            MeshPort(p.name, p.port, p.protocol, p.target_port) for p in svc.ports if p.transport == "TCP"
+        ),
+        resolution="EDS" if svc.service_type != "ExternalName" else "DNS",
+        export_to=svc.export_to,
+        external=False,
+    )
+
+
+def service_entry_views(se: ServiceEntry) -> tuple[MeshService, ...]:
+    resolution = {"STATIC": "EDS", "DNS_ROUND_ROBIN": "DNS"}.get(se.resolution, se.resolution)
+    ports = tuple(MeshPort(p.name, p.number, p.protocol, p.target_port) for p in se.ports)
+    return tuple(
+        MeshService(
+            hostname=host,
+            namespace=se.meta.namespace,
+            source=se.key,
+            addresses=tuple(a for a in se.addresses if "/" not in a),
+            ports=ports,
+            resolution=resolution,
+            export_to=se.export_to,
+            external=se.location == "MESH_EXTERNAL",
+        )
+        for host in se.hosts
+    )
+
+
+class Registry:
+    """Services by host and the routing config for each, for one snapshot."""
+
+    def __init__(
+        self, snapshot: MeshSnapshot, previous: Registry | None = None, domain: str = DEFAULT_DOMAIN
+    ) -> None:
+        self.snapshot = snapshot
+        self.domain = domain
+        memo = previous._memo if previous else {}
+        self._memo: dict[ResourceKey, tuple[int, tuple[MeshService, ...]]] = {}
+        by_host: dict[str, MeshService] = {}
+        # ServiceEntries first, so a Kubernetes Service of the same host wins (as in Istio's registry merge).
+        for kind in ("ServiceEntry", "Service"):
+            for key, stamped in snapshot.items(kind).items():
+                cached = memo.get(key)
+                if cached is not None and cached[0] == stamped.revision:
+                    views = cached[1]
+                else:
+                    obj = stamped.obj
+                    views = (service_view(obj),) if kind == "Service" else service_entry_views(obj)
+                self._memo[key] = (stamped.revision, views)
+                for view in views:
+                    by_host[view.hostname] = view
+        self.services: Mapping[str, MeshService] = by_host
+        self._vs_by_host: dict[str, list[VirtualService]] = {}
+        self._wildcard_vs: list[VirtualService] = []
+        for vs in sorted(snapshot.virtual_services(), key=lambda v: (v.meta.creation_timestamp, v.key)):
+            if not vs.applies_to_mesh:
+                continue
+            for host in vs.hosts:
+                if is_wildcard(host):
+                    self._wildcard_vs.append(vs)
+                else:
+                    self._vs_by_host.setdefault(host, []).append(vs)
+        self._dr_by_host: dict[str, list[DestinationRule]] = {}
+        for dr in sorted(snapshot.destination_rules(), key=lambda d: (d.meta.creation_timestamp, d.key)):
+            self._dr_by_host.setdefault(dr.host, []).append(dr)
+
+    def sources_of(self, key: ResourceKey) -> tuple[MeshService, ...]:
+        entry = self._memo.get(key)
+        return entry[1] if entry else ()
+
+    def virtual_service_for(self, host: str, namespace: str) -> VirtualService | None:
+        """The VirtualService a client in ``namespace`` uses for ``host``: the oldest one visible, exact host
+        before wildcard (Istio merges several; Mizzen takes the first and reports nothing lost: the others
+        remain visible in the debug view)."""
+        for vs in self._vs_by_host.get(host, ()):
+            if visible_to(vs.export_to, namespace):
+                return vs
+        best: VirtualService | None = None
+        best_len = -1
+        for vs in self._wildcard_vs:
+            if not visible_to(vs.export_to, namespace):
+                continue
+            for pattern in vs.hosts:
+                if is_wildcard(pattern) and host_matches(pattern, host) and len(pattern) > best_len:
+                    best, best_len = vs, len(pattern)
+        return best
+
+    def destination_rule_for(
+        self, host: str, client_namespace: str, service_namespace: str
+    ) -> DestinationRule | None:
+        """Istio's lookup order: the client's namespace, then the service's, then the root namespace;
+        an exact host before the most specific wildcard."""
+        candidates: list[DestinationRule] = list(self._dr_by_host.get(host, ()))
+        if not candidates:
+            best = -1
+            for pattern, rules in self._dr_by_host.items():
+                if is_wildcard(pattern) and host_matches(pattern, host) and len(pattern) > best:
+                    candidates, best = list(rules), len(pattern)
+        for namespace in (client_namespace, service_namespace, "istio-system"):
+            for dr in candidates:
+                if dr.meta.namespace == namespace and visible_to(dr.export_to, client_namespace):
+                    return dr
+        return None
+
+    def endpoints(self, service: MeshService, port: MeshPort) -> list[LbEndpoint]:
+        """The endpoints of one service port, with labels for subset selection."""
+        if service.source.kind == "ServiceEntry":
+            return self._entry_endpoints(service, port)
+        snapshot = self.snapshot
+        out: list[LbEndpoint] = []
+        for eps in snapshot.slices_of(service.source.namespace, service.source.name):
+            target = next((p for p in eps.ports if p.name == port.name), None)
+            if target is None:
+                continue
+            for ep in eps.endpoints:
+                if ep.ready:
+                    health = HEALTHY
+                elif ep.serving and ep.terminating:
+                    health = DRAINING
+                else:
+                    health = UNHEALTHY
+                pod = snapshot.get(ep.pod) if ep.pod else None
+                labels = pod.labels if pod is not None else FrozenMap()
+                for address in ep.addresses:
+                    out.append(LbEndpoint(address, target.port, health, labels, ep.zone, None))
+        out.sort(key=lambda e: (e.address, e.port))
+        return out
+
+    def _entry_endpoints(self, service: MeshService, port: MeshPort) -> list[LbEndpoint]:
+        se: ServiceEntry | None = self.snapshot.get(service.source)
+        if se is None:
+            return []
+        target = port.target_port if isinstance(port.target_port, int) else port.port
+        out = [
+            LbEndpoint(e.address, e.ports.get(port.name, target), HEALTHY, e.labels, e.locality, e.weight)
+            for e in se.endpoints
+        ]
+        if not out and service.resolution == "DNS":
+            # DNS resolution without endpoints: the host itself is resolved by the proxy.
+            out.append(LbEndpoint(service.hostname, target, HEALTHY, FrozenMap(), None, None))
+        return out
+
+    def hosts_of_change(self, key: ResourceKey, old: object, new: object) -> Iterable[str]:
+        """Hostnames whose generated config a change to ``key`` may touch (old and new state)."""
+        kind = key.kind
+        if kind == "Service":
+            return {o.hostname for o in (old, new) if isinstance(o, Service)}
+        if kind == "ServiceEntry":
+            return {h for o in (old, new) if isinstance(o, ServiceEntry) for h in o.hosts}
+        if kind == "EndpointSlice":
+            names = {getattr(o, "service_name", None) for o in (old, new)} - {None}
+            return {service_hostname(str(n), key.namespace, self.domain) for n in names}
+        if kind in ("VirtualService", "DestinationRule"):
+            patterns: set[str] = set()
+            for o in (old, new):
+                if isinstance(o, VirtualService):
+                    patterns.update(o.hosts)
+                elif isinstance(o, DestinationRule):
+                    patterns.add(o.host)
+            return self._expand(patterns)
+        if kind == "Pod":
+            # Labels pick subsets: every service selecting the pod (before or after) is touched.
+            hosts: set[str] = set()
+            for o in (old, new):
+                if o is None:
+                    continue
+                for svc in self.snapshot.services():
+                    if svc.namespace == key.namespace and svc.selector and o.labels.matches(svc.selector):  # type: ignore[attr-defined]
+                        hosts.add(svc.hostname)
+            return hosts
+        return ()
+
+    def _expand(self, patterns: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for pattern in patterns:
+            if is_wildcard(pattern):
+                out.update(h for h in self.services if host_matches(pattern, h))
+            else:
+                out.add(pattern)
+        return out

@@ -1,0 +1,91 @@
+"""Which config a proxy sees: its namespace, the Sidecar resource that applies to it, and its generator.
+
+Proxies with equal :class:`ScopeKey` get identical outbound config, so it is computed once per scope and
+shared; only the inbound side is per proxy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from controller.model.hosts import ROOT_NAMESPACE, host_matches, visible_to
+from controller.model.istio import Sidecar
+from controller.model.kube import Pod
+from controller.model.snapshot import MeshSnapshot
+from controller.model.values import FrozenMap, ResourceKey
+from controller.xds.node import ProxyNode
+from controller.xds.registry import MeshService
+
+
+class ScopeKey(NamedTuple):
+    namespace: str
+    sidecar: ResourceKey | None
+    proxyless: bool
+
+
+def find_pod(snapshot: MeshSnapshot, node: ProxyNode) -> Pod | None:
+    """The proxy's Pod: by namespace/name, else by IP."""
+    pod = snapshot.pod(node.namespace, node.pod) if node.pod else None
+    if pod is None:
+        for ip in (node.ip, *node.ips):
+            pod = snapshot.pod_by_ip(ip)
+            if pod is not None:
+                break
+    return pod
+
+
+def sidecar_for(snapshot: MeshSnapshot, namespace: str, labels: FrozenMap[str]) -> Sidecar | None:
+    """Istio's choice: a Sidecar of the namespace whose selector matches (oldest first), else the namespace's
+    Sidecar without selector, else the root namespace's Sidecar without selector."""
+    candidates = sorted(
+        (s for s in snapshot.sidecars() if s.meta.namespace in (namespace, ROOT_NAMESPACE)),
+        key=lambda s: (s.meta.creation_timestamp, s.meta.name),
+    )
+    for sc in candidates:
+        if sc.meta.namespace == namespace and sc.workload_selector and labels.matches(sc.workload_selector):
+            return sc
+    for ns in (namespace, ROOT_NAMESPACE):
+        for sc in candidates:
+            if sc.meta.namespace == ns and sc.workload_selector is None:
+                return sc
+    return None
+
+
+def scope_of(snapshot: MeshSnapshot, node: ProxyNode) -> ScopeKey:
+    pod = find_pod(snapshot, node)
+    labels = pod.labels if pod is not None else node.labels
+    sidecar = sidecar_for(snapshot, node.namespace, labels)
+    return ScopeKey(node.namespace, sidecar.key if sidecar else None, node.proxyless)
+
+
+def egress_allows(sidecar: Sidecar, service: MeshService) -> bool:
+    """True when one of the Sidecar's ``namespace/host`` egress patterns covers the service."""
+    for entry in sidecar.egress_hosts:
+        ns, _, host = entry.partition("/")
+        if ns == "~":
+            continue
+        if ns == ".":
+            ns = sidecar.meta.namespace
+        if ns != "*" and ns != service.namespace:
+            continue
+        if host_matches(host, service.hostname):
+            return True
+    return False
+
+
+class Scope:
+    """A resolved scope: the Sidecar object (if any) and the visibility rules it implies."""
+
+    def __init__(self, key: ScopeKey, snapshot: MeshSnapshot, allow_any_default: bool = True) -> None:
+        self.key = key
+        self.namespace = key.namespace
+        self.sidecar: Sidecar | None = snapshot.get(key.sidecar) if key.sidecar else None
+        policy = self.sidecar.outbound_traffic_policy if self.sidecar else None
+        self.allow_any = policy == "ALLOW_ANY" if policy else allow_any_default
+
+    def sees(self, service: MeshService) -> bool:
+        if not visible_to(service.export_to, self.namespace):
+            return False
+        if self.sidecar is not None and self.sidecar.egress_hosts:
+            return egress_allows(self.sidecar, service)
+        return True
