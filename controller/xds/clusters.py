@@ -161,17 +161,22 @@ _HEALTH = {
 
 
 def load_assignment(name: str, endpoints: list[LbEndpoint]) -> endpoint_pb2.ClusterLoadAssignment:
-    """EDS: endpoints grouped by zone. Every locality carries a weight: gRPC clients ignore a locality without
-    one, and Envoy only reads it under locality-weighted balancing."""
-    by_zone: dict[str, list[LbEndpoint]] = {}
+    """EDS: endpoints grouped by locality. Every locality carries a weight: gRPC clients ignore a locality
+    without one, and Envoy reads it only under locality-weighted balancing."""
+    by_locality: dict[str, list[LbEndpoint]] = {}
     for ep in endpoints:
-        by_zone.setdefault(ep.zone or "", []).append(ep)
+        by_locality.setdefault(ep.locality, []).append(ep)
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    for zone in sorted(by_zone):
-        group = by_zone[zone]
+    for key in sorted(by_locality):
+        group = by_locality[key]
         locality = assignment.endpoints.add()
+        region, zone, sub_zone = ([*key.split("/", 2), "", ""])[:3]
+        if region:
+            locality.locality.region = region
         if zone:
             locality.locality.zone = zone
+        if sub_zone:
+            locality.locality.sub_zone = sub_zone
         weight = 0
         for ep in group:
             lb = locality.lb_endpoints.add()

@@ -41,6 +41,8 @@ class HostBundle(NamedTuple):
     inputs: tuple[Any, ...]  # the revisions it was built from
     resources: ResourceMap  # clusters, endpoints, listeners (and proxyless routes)
     vhosts: dict[int, rc.VirtualHost]  # HTTP port -> virtual host (sidecars)
+    # Opaque-TCP ports of a host without a VIP: they share ``0.0.0.0_<port>``, assembled per port.
+    tcp_wildcard: dict[int, tuple[str, list[tuple[str, int]]]]
 
 
 def _policy_for(dr: DestinationRule | None, port: int, subset: str | None) -> TrafficPolicy | None:
@@ -58,6 +60,27 @@ def _is_http(protocol: MeshProtocol) -> bool:
     return protocol.is_http
 
 
+def _tcp_targets(svc: MeshService, port: int, vs: Any) -> tuple[str, list[tuple[str, int]]]:
+    """TcpProxy stat prefix and (cluster, weight) targets: the first matching VirtualService tcp rule, else
+    the service itself."""
+    own = cds.outbound_name(port, None, svc.hostname)
+    if vs is not None:
+        for rule in vs.tcp:
+            if not rule.matches or any(m.port in (None, port) for m in rule.matches):
+                targets = [
+                    (
+                        cds.outbound_name(
+                            d.destination.port or port, d.destination.subset, d.destination.host
+                        ),
+                        d.weight,
+                    )
+                    for d in rule.route
+                    if d.weight > 0
+                ]
+                return own, targets
+    return own, [(own, 100)]
+
+
 class ScopeView:
     """The outbound resources of one scope at one snapshot version, kept up to date incrementally."""
 
@@ -67,6 +90,7 @@ class ScopeView:
         self.bundles: dict[str, HostBundle] = {}
         self.resources: ResourceMap = empty_map()
         self.port_hosts: dict[int, set[str]] = {}  # sidecar HTTP port -> hosts with a virtual host on it
+        self.tcp_port_hosts: dict[int, set[str]] = {}  # port -> VIP-less TCP hosts wanting 0.0.0.0_<port>
         self.allow_any: bool | None = None
 
     # -- inputs of a host bundle --
@@ -116,6 +140,7 @@ class ScopeView:
     def _bundle(self, reg: Registry, scope: Scope, svc: MeshService, inputs: tuple[Any, ...]) -> HostBundle:
         res = empty_map()
         vhosts: dict[int, rc.VirtualHost] = {}
+        tcp_wildcard: dict[int, tuple[str, list[tuple[str, int]]]] = {}
         dr_key = inputs[4]
         dr: DestinationRule | None = reg.snapshot.get(dr_key) if dr_key else None
         vs_key = inputs[2]
@@ -153,30 +178,13 @@ class ScopeView:
             elif _is_http(port.protocol):
                 vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
             else:
-                self._tcp_listeners(res, svc, port.port, vs)
-        return HostBundle(inputs, res, vhosts)
-
-    def _tcp_listeners(self, res: ResourceMap, svc: MeshService, port: int, vs: Any) -> None:
-        targets = [(cds.outbound_name(port, None, svc.hostname), 100)]
-        if vs is not None:
-            for rule in vs.tcp:
-                if not rule.matches or any(m.port in (None, port) for m in rule.matches):
-                    targets = [
-                        (
-                            cds.outbound_name(
-                                d.destination.port or port, d.destination.subset, d.destination.host
-                            ),
-                            d.weight,
-                        )
-                        for d in rule.route
-                        if d.weight > 0
-                    ]
-                    break
-        stat = cds.outbound_name(port, None, svc.hostname)
-        # Istio: a TCP service without a VIP (headless, ServiceEntry without addresses) listens on 0.0.0.0.
-        for address in svc.addresses or ("0.0.0.0",):
-            listener = lds.outbound_tcp_listener(address, port, stat, targets)
-            res[LISTENER][listener.name] = make_resource(LISTENER, listener.name, listener)
+                stat, targets = _tcp_targets(svc, port.port, vs)
+                if not svc.addresses:
+                    tcp_wildcard[port.port] = (stat, targets)
+                for address in svc.addresses:
+                    listener = lds.outbound_tcp_listener(address, port.port, stat, targets)
+                    res[LISTENER][listener.name] = make_resource(LISTENER, listener.name, listener)
+        return HostBundle(inputs, res, vhosts, tcp_wildcard)
 
     # -- updating --
     def update(self, reg: Registry, scope: Scope, hosts: Iterable[str] | None) -> dict[str, set[str]]:
@@ -206,7 +214,7 @@ class ScopeView:
         if not self.key.proxyless:
             self._fixed(scope, changed)
             for port in touched_ports:
-                self._assemble_route(port, scope, changed)
+                self._assemble_port(port, scope, changed)
         self.version = reg.snapshot.version
         return changed
 
@@ -230,6 +238,10 @@ class ScopeView:
             if keep is None or port not in keep.vhosts:
                 self.port_hosts.get(port, set()).discard(host)
             ports.add(port)
+        for port in bundle.tcp_wildcard:
+            if keep is None or port not in keep.tcp_wildcard:
+                self.tcp_port_hosts.get(port, set()).discard(host)
+            ports.add(port)
 
     def _add(self, bundle: HostBundle, changed: dict[str, set[str]], ports: set[int], host: str) -> None:
         for type_url, items in bundle.resources.items():
@@ -241,6 +253,9 @@ class ScopeView:
                     changed[type_url].add(name)
         for port in bundle.vhosts:
             self.port_hosts.setdefault(port, set()).add(host)
+            ports.add(port)
+        for port in bundle.tcp_wildcard:
+            self.tcp_port_hosts.setdefault(port, set()).add(host)
             ports.add(port)
 
     def _fixed(self, scope: Scope, changed: dict[str, set[str]]) -> None:
@@ -261,21 +276,42 @@ class ScopeView:
                 self.resources[type_url][name] = resource
                 changed[type_url].add(name)
         for port in list(self.port_hosts):
-            self._assemble_route(port, scope, changed)
+            self._assemble_port(port, scope, changed)
 
-    def _assemble_route(self, port: int, scope: Scope, changed: dict[str, set[str]]) -> None:
+    def _assemble_port(self, port: int, scope: Scope, changed: dict[str, set[str]]) -> None:
+        """``0.0.0.0_<port>`` and RouteConfiguration ``<port>``: HTTP when any HTTP service has the port
+        (Istio gives HTTP precedence there), else opaque TCP to the first VIP-less TCP host by name."""
         name = str(port)
         listener_name = f"0.0.0.0_{port}"
-        hosts = self.port_hosts.get(port)
-        if not hosts:
+        http_hosts = self.port_hosts.get(port)
+        tcp_hosts = self.tcp_port_hosts.get(port)
+        if not http_hosts:
             self.port_hosts.pop(port, None)
-            for type_url, key in ((ROUTE, name), (LISTENER, listener_name)):
-                if self.resources[type_url].pop(key, None) is not None:
-                    changed[type_url].add(key)
+            if self.resources[ROUTE].pop(name, None) is not None:
+                changed[ROUTE].add(name)
+            listener = None
+            if tcp_hosts:
+                owner = min(tcp_hosts)
+                if len(tcp_hosts) > 1:
+                    log.warning(
+                        "TCP services without VIP share a port",
+                        port=port,
+                        used=owner,
+                        hosts=sorted(tcp_hosts),
+                    )
+                stat, targets = self.bundles[owner].tcp_wildcard[port]
+                listener = lds.outbound_tcp_listener("0.0.0.0", port, stat, targets)
+            else:
+                self.tcp_port_hosts.pop(port, None)
+            self._put(LISTENER, listener_name, listener, changed)
             return
+        if tcp_hosts:
+            log.warning(
+                "TCP services without VIP hidden by HTTP on the same port", port=port, hosts=sorted(tcp_hosts)
+            )
         seen: set[str] = set()
         vhosts = []
-        for host in sorted(hosts):
+        for host in sorted(http_hosts):
             vh = self.bundles[host].vhosts[port]
             duplicate = [d for d in vh.domains if d in seen]
             if duplicate:
@@ -286,16 +322,21 @@ class ScopeView:
                 )
             seen.update(vh.domains)
             vhosts.append(vh)
-        vhosts.append(rds.fallback_virtual_host(scope.allow_any if scope.allow_any is not None else True))
-        route = make_resource(ROUTE, name, rds.route_configuration(name, vhosts))
-        if (before := self.resources[ROUTE].get(name)) is None or before.version != route.version:
-            self.resources[ROUTE][name] = route
-            changed[ROUTE].add(name)
-        if listener_name not in self.resources[LISTENER]:
-            self.resources[LISTENER][listener_name] = make_resource(
-                LISTENER, listener_name, lds.outbound_http_listener(port)
-            )
-            changed[LISTENER].add(listener_name)
+        vhosts.append(rds.fallback_virtual_host(scope.allow_any))
+        self._put(ROUTE, name, rds.route_configuration(name, vhosts), changed)
+        self._put(LISTENER, listener_name, lds.outbound_http_listener(port), changed)
+
+    def _put(self, type_url: str, name: str, message: Any, changed: dict[str, set[str]]) -> None:
+        current = self.resources[type_url]
+        if message is None:
+            if current.pop(name, None) is not None:
+                changed[type_url].add(name)
+            return
+        resource = make_resource(type_url, name, message)
+        before = current.get(name)
+        if before is None or before.version != resource.version:
+            current[name] = resource
+            changed[type_url].add(name)
 
 
 def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:

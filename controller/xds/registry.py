@@ -51,7 +51,7 @@ class LbEndpoint(NamedTuple):
     port: int
     health: str
     labels: FrozenMap[str]
-    zone: str | None
+    locality: str  # Istio's "region/zone/subzone"; parts may be empty
     weight: int | None
 
 
@@ -184,7 +184,11 @@ class Registry:
                 pod = snapshot.get(ep.pod) if ep.pod else None
                 labels = pod.labels if pod is not None else FrozenMap()
                 for address in ep.addresses:
-                    out.append(LbEndpoint(address, target.port, health, labels, ep.zone, None))
+                    out.append(
+                        LbEndpoint(
+                            address, target.port, health, labels, f"/{ep.zone}" if ep.zone else "", None
+                        )
+                    )
         out.sort(key=lambda e: (e.address, e.port))
         return out
 
@@ -194,12 +198,14 @@ class Registry:
             return []
         target = port.target_port if isinstance(port.target_port, int) else port.port
         out = [
-            LbEndpoint(e.address, e.ports.get(port.name, target), HEALTHY, e.labels, e.locality, e.weight)
+            LbEndpoint(
+                e.address, e.ports.get(port.name, target), HEALTHY, e.labels, e.locality or "", e.weight
+            )
             for e in se.endpoints
         ]
         if not out and service.resolution == "DNS":
             # DNS resolution without endpoints: the host itself is resolved by the proxy.
-            out.append(LbEndpoint(service.hostname, target, HEALTHY, FrozenMap(), None, None))
+            out.append(LbEndpoint(service.hostname, target, HEALTHY, FrozenMap(), "", None))
         return out
 
     def hosts_of_change(self, key: ResourceKey, old: object, new: object) -> Iterable[str]:
