@@ -1,0 +1,146 @@
+"""The controller core: a source feeding the model, translation, the ADS server and the debug endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from controller.metrics import Metrics
+from controller.model.snapshot import MeshState, SnapshotUpdate
+from controller.sources.base import KINDS, Change, Source
+from controller.xds.debounce import Debouncer
+from controller.xds.generator import Translator
+from controller.xds.pushlog import PushLog
+from controller.xds.server import AdsServer
+from mizzen import logs
+
+log = logs.get("controller")
+
+
+class Controller:
+    """The control plane on one source. Ports may be 0 (tests): read the bound ones after start."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        host: str = "0.0.0.0",
+        xds_port: int = 15010,
+        debug_port: int | None = 15014,
+        debounce_after: float = 0.1,
+        debounce_max: float = 10.0,
+        push_throttle: int = 100,
+        allow_any: bool = True,
+    ) -> None:
+        self.source = source
+        self.host = host
+        self.xds_port = xds_port
+        self.debug_port = debug_port
+        self.allow_any = allow_any
+        self.metrics = Metrics()
+        self.push_log = PushLog()
+        self.state = MeshState()
+        self.ready = asyncio.Event()
+        self.translator: Translator | None = None
+        self.ads = AdsServer(
+            self._current_translator, self.metrics, self.push_log, self.ready, push_throttle=push_throttle
+        )
+        self.debouncer = Debouncer(self._flush, after=debounce_after, max_wait=debounce_max)
+        self._grpc: grpc.aio.Server | None = None
+        self._debug: Any = None
+        self.pushes_done = 0
+
+    def _current_translator(self) -> Translator:
+        assert self.translator is not None, "streams wait for the controller to be ready"
+        return self.translator
+
+    async def start(self) -> None:
+        self.source.subscribe(self.debouncer.add)
+        await self.source.start()
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
+        self.xds_port = self._grpc.add_insecure_port(f"{self.host}:{self.xds_port}")
+        await self._grpc.start()
+        if self.debug_port is not None:
+            from controller.debug import DebugServer
+
+            self._debug = DebugServer(self)
+            self.debug_port = await self._debug.start(self.host, self.debug_port)
+        log.info("controller listening", xds_port=self.xds_port, debug_port=self.debug_port)
+        await self.source.wait_synced()
+        update = self.state.load({kind: self.source.list(kind) for kind in KINDS})
+        self._account(update)
+        self.translator = Translator(update.snapshot, allow_any=self.allow_any)
+        self.debouncer.start()
+        self.ready.set()
+        log.info(
+            "mesh synced",
+            version=update.snapshot.version,
+            objects=sum(update.snapshot.count(k) for k in KINDS),
+        )
+
+    async def _flush(self, batch: list[Change], first_seen: float) -> None:
+        translator = self._current_translator()
+        update = self.state.apply(batch)
+        self._account(update)
+        if not update.changes:
+            return
+        summary = translator.update(update.snapshot, update.changes)
+        self.metrics.debounce_batches.inc()
+        pushed = await self.ads.push(summary, first_seen)
+        self.pushes_done += 1
+        log.info(
+            "pushed",
+            version=update.snapshot.version,
+            changes=len(update.changes),
+            proxies=pushed,
+            causes=[str(c.key) for c in update.changes[:10]],
+            translate_ms=round((time.monotonic() - first_seen) * 1000, 1),
+        )
+
+    def _account(self, update: SnapshotUpdate) -> None:
+        for change in update.changes:
+            self.metrics.config_changes.labels(change.key.kind).inc()
+        for rejected in update.rejected:
+            self.metrics.rejected.labels(rejected.key.kind).inc()
+        by_kind = Counter(key.kind for key in update.snapshot.invalid)
+        for kind in KINDS:
+            self.metrics.invalid.labels(kind).set(by_kind.get(kind, 0))
+        self.metrics.snapshot_version.set(update.snapshot.version)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.debouncer.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._debug is not None:
+            await self._debug.stop()
+        await self.source.stop()
+
+    def invalid(self) -> list[dict[str, Any]]:
+        snapshot = self.state.snapshot
+        return [
+            {
+                "object": str(key),
+                "kept_previous": rejected.kept_previous,
+                "errors": [issue.format(key) for issue in rejected.issues],
+            }
+            for key, rejected in sorted(snapshot.invalid.items())
+        ]
+
+
+def changes_of(batch: Sequence[Change]) -> list[str]:
+    return [f"{c.type} {c.kind} {c.key}" for c in batch]

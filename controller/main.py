@@ -1,0 +1,103 @@
+"""mizzen-controller: the control plane. ``--files DIR`` runs on a folder of manifests (local mode, tests);
+``--kubeconfig`` or in-cluster runs on the Kubernetes API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from mizzen import logs
+
+log = logs.get("controller")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mizzen-controller", description=__doc__)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--files", metavar="DIR", help="read the mesh from a directory of Kubernetes-style YAML")
+    src.add_argument(
+        "--kubeconfig", metavar="PATH", help="read the mesh from this cluster (default: in-cluster)"
+    )
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="files source: seconds between scans")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--xds-port", type=int, default=15010, help="plaintext xDS (ADS) port")
+    p.add_argument("--debug-port", type=int, default=15014, help="debug, readiness and metrics port")
+    p.add_argument(
+        "--debounce-after",
+        type=float,
+        default=float(os.environ.get("PILOT_DEBOUNCE_AFTER", 0.1)),
+        help="push once config has been quiet this long (seconds)",
+    )
+    p.add_argument(
+        "--debounce-max",
+        type=float,
+        default=float(os.environ.get("PILOT_DEBOUNCE_MAX", 10.0)),
+        help="never delay a push longer than this (seconds)",
+    )
+    p.add_argument("--push-throttle", type=int, default=100, help="proxies prepared per event-loop turn")
+    p.add_argument(
+        "--outbound-traffic-policy",
+        choices=("ALLOW_ANY", "REGISTRY_ONLY"),
+        default="ALLOW_ANY",
+        help="mesh default for traffic to hosts outside the registry",
+    )
+    p.add_argument("--log-level", default=None)
+    return p.parse_args(argv)
+
+
+async def _source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if args.files:
+        from controller.sources.files import FilesSource
+
+        return FilesSource(args.files, poll_interval=args.poll_interval)
+    from controller.sources.kube import KubeSource  # type: ignore[import-not-found,unused-ignore]
+
+    return await KubeSource.connect(kubeconfig=args.kubeconfig, context=args.context)
+
+
+async def run(args: argparse.Namespace) -> None:
+    from controller.app import Controller
+
+    source = await _source(args)
+    controller = Controller(
+        source,
+        host=args.host,
+        xds_port=args.xds_port,
+        debug_port=args.debug_port,
+        debounce_after=args.debounce_after,
+        debounce_max=args.debounce_max,
+        push_throttle=args.push_throttle,
+        allow_any=args.outbound_traffic_policy == "ALLOW_ANY",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await controller.start()
+    await stop.wait()
+    log.info("shutting down")
+    await controller.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup(args.log_level)
+    if not args.files and not args.kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        print("mizzen-controller: give --files DIR or --kubeconfig PATH (or run in a pod)", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a Linux dependency
+        pass
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
