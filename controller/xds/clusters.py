@@ -161,8 +161,8 @@ _HEALTH = {
 
 
 def load_assignment(name: str, endpoints: list[LbEndpoint]) -> endpoint_pb2.ClusterLoadAssignment:
-    """EDS: endpoints grouped by locality. Every locality carries a weight: gRPC clients ignore a locality
-    without one, and Envoy reads it only under locality-weighted balancing."""
+    """EDS: endpoints grouped by locality. Every group has a locality (possibly empty) and a weight: gRPC
+    clients refuse a group without the first and ignore one without the second; Envoy accepts both."""
     by_locality: dict[str, list[LbEndpoint]] = {}
     for ep in endpoints:
         by_locality.setdefault(ep.locality, []).append(ep)
@@ -171,6 +171,7 @@ def load_assignment(name: str, endpoints: list[LbEndpoint]) -> endpoint_pb2.Clus
         group = by_locality[key]
         locality = assignment.endpoints.add()
         region, zone, sub_zone = ([*key.split("/", 2), "", ""])[:3]
+        locality.locality.SetInParent()  # gRPC rejects a locality-less group, even an empty one must be set
         if region:
             locality.locality.region = region
         if zone:
