@@ -38,7 +38,8 @@ for line in sys.stdin:
     seen = []
     try:
         for _ in range(cmd["n"]):
-            reply = call(b"", metadata=tuple(cmd.get("metadata", {}).items()), timeout=15, wait_for_ready=True)
+            metadata = tuple(cmd.get("metadata", {}).items())
+            reply = call(b"", metadata=metadata, timeout=15, wait_for_ready=True)
             seen.append(reply.decode())
         print(json.dumps({"ok": seen}), flush=True)
     except grpc.RpcError as exc:

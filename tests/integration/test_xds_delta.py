@@ -235,7 +235,8 @@ async def test_invalid_config_is_skipped_reported_and_the_rest_keeps_working(
             "object": "VirtualService default/broken",
             "kept_previous": False,
             "errors": [
-                "VirtualService default/broken: http[0].route[0].weight: weights must sum to 100 (they sum to 60)"
+                "VirtualService default/broken: http[0].route[0].weight: "
+                "weights must sum to 100 (they sum to 60)"
             ],
         }
     ]

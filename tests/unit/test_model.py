@@ -74,7 +74,7 @@ def test_invalid_new_object_is_skipped_while_others_apply() -> None:
 
 def test_endpoint_slice_index_and_pod_ip_index_follow_changes() -> None:
     state = MeshState()
-    eps = {
+    eps: dict[str, Any] = {
         "kind": "EndpointSlice",
         "metadata": {"name": "a-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "a"}},
         "ports": [{"name": "http", "port": 8080}],

@@ -1,4 +1,4 @@
-"""Validation: messages name the object and the field; unknown fields are errors, unsupported ones warnings."""
+"""Validation: messages name object and field; unknown fields are errors, unsupported ones warnings."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_virtual_service_errors(spec: dict[str, Any], expected: str) -> None:
 
 
 def test_destination_rule_checks() -> None:
-    raw = {
+    raw: dict[str, Any] = {
         "kind": "DestinationRule",
         "metadata": {"name": "reviews", "namespace": "default"},
         "spec": {
@@ -179,7 +179,8 @@ def test_sidecar_egress_host_format() -> None:
         "spec": {"egress": [{"hosts": ["reviews"]}]},
     }
     assert messages(raw) == [
-        "Sidecar shop/default: egress[0].hosts[0]: must be namespace/host, e.g. ./* or istio-system/* (got 'reviews')"
+        "Sidecar shop/default: egress[0].hosts[0]: "
+        "must be namespace/host, e.g. ./* or istio-system/* (got 'reviews')"
     ]
 
 
@@ -191,7 +192,8 @@ def test_security_kinds_are_accepted_with_a_warning_that_nothing_is_enforced() -
     }
     assert messages(raw) == []
     assert messages(raw, "warning") == [
-        "AuthorizationPolicy default/deny: authorization is not enforced by Mizzen yet; this resource has no effect"
+        "AuthorizationPolicy default/deny: "
+        "authorization is not enforced by Mizzen yet; this resource has no effect"
     ]
 
 
