@@ -86,6 +86,10 @@ class Store:
         with self._lock:
             return list(self._items.values())
 
+    def items(self) -> builtins.list[tuple[str, Obj]]:
+        with self._lock:
+            return builtins.list(self._items.items())
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
