@@ -62,8 +62,11 @@ class ResourceClient:
         label_selector: str = "",
         field_selector: str = "",
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        strip_managed_fields: bool = True,
     ) -> None:
         self._client = client
+        # Server-side apply bookkeeping: often the largest part of an object, and nothing here reads it.
+        self._strip = strip_managed_fields
         self.resource = resource
         self.path = resource.collection_path(namespace)
         self._selectors: list[tuple[str, str]] = []
@@ -93,6 +96,8 @@ class ResourceClient:
             if "kind" not in item:
                 item["kind"] = kind
                 item["apiVersion"] = api_version
+            if self._strip:
+                _strip_managed_fields(item)
         meta = data.get("metadata") or {}
         return ListPage(items, str(meta.get("resourceVersion") or ""), str(meta.get("continue") or ""))
 
@@ -117,6 +122,14 @@ class ResourceClient:
                     ) from exc
                 if event_type not in _EVENT_TYPES or not isinstance(obj, dict):
                     raise StreamInterrupted(f"GET {self.path}: unexpected watch event: {line[:200]!r}")
+                if self._strip:
+                    _strip_managed_fields(obj)
                 yield WatchEvent(event_type, obj)
         finally:
             await lines.aclose()
+
+
+def _strip_managed_fields(obj: dict[str, object]) -> None:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)

@@ -39,7 +39,7 @@ class Injection:
 
     error: st.StatusError
     count: int
-    verb: str | None  # "list", "watch", "get", "create", ... or None for any
+    verb: str | None  # "list", "watch", "get", "create", "discovery"... or None for any
     resource: str | None  # a plural ("pods") or None for any
 
 
@@ -228,6 +228,7 @@ class KubeApiServer:
             document = self._discovery(parts)
             if document is not None:
                 self._record(request, query, "discovery")
+                self._check_injections("discovery", None)
                 return web.json_response(document, dumps=_dumps)
         target = self._target(parts)
         verb = self._verb(request.method, target, query)
@@ -256,11 +257,12 @@ class KubeApiServer:
     def _record(self, request: web.Request, query: dict[str, str], verb: str) -> None:
         self.requests.append(RequestRecord(request.method, request.path, query, verb))
 
-    def _check_injections(self, verb: str, resource: ResourceDef) -> None:
+    def _check_injections(self, verb: str, resource: ResourceDef | None) -> None:
+        plural = resource.plural if resource is not None else None
         for injection in self._injections:
             if injection.count <= 0:
                 continue
-            if injection.verb not in (None, verb) or injection.resource not in (None, resource.plural):
+            if injection.verb not in (None, verb) or injection.resource not in (None, plural):
                 continue
             injection.count -= 1
             raise injection.error
