@@ -99,8 +99,9 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        """One request; the decoded JSON answer."""
-        timeout = aiohttp.ClientTimeout(total=self.request_timeout, sock_connect=self.connect_timeout)
+        """One request; the decoded JSON answer. ``request_timeout`` bounds each wait for data, not the
+        whole answer: a large unpaged LIST may take longer than that to arrive, and that is fine."""
+        timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.request_timeout)
         response = await self._send(method, path, query, body, content_type, timeout)
         try:
             data = await response.read()
