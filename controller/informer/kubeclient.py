@@ -51,15 +51,25 @@ class KubeClient:
 
     @classmethod
     async def connect(
-        cls, kubeconfig: str | None = None, context: str | None = None, **options: float
+        cls,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        *,
+        service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+        **options: float,
     ) -> KubeClient:
         """A client from ``kubeconfig`` (and ``context``), or, with no kubeconfig, from the pod's service
         account when running in a cluster, else from ``$KUBECONFIG`` or ``~/.kube/config`` (client-go's
         order)."""
         configuration = k8s_client.Configuration()
         refresher: asyncio.Task[None] | None = None
-        if kubeconfig is None and context is None and _in_cluster():
-            k8s_config.load_incluster_config(client_configuration=configuration)
+        if kubeconfig is None and context is None and _in_cluster(service_account_dir):
+            # The token is re-read as the kubelet rotates it (kubernetes-asyncio's refresh hook).
+            k8s_config.load_incluster_config(
+                client_configuration=configuration,
+                token_filename=str(service_account_dir / "token"),
+                cert_filename=str(service_account_dir / "ca.crt"),
+            )
             log.info("using the in-cluster service account", server=configuration.host)
         else:
             path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
@@ -192,8 +202,8 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None  # the HTTP-date form; the API server sends seconds
 
 
-def _in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (SERVICE_ACCOUNT_DIR / "token").exists()
+def _in_cluster(service_account_dir: Path) -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (service_account_dir / "token").exists()
 
 
 def _describe(exc: BaseException) -> str:

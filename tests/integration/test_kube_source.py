@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,3 +287,44 @@ async def test_connect_with_a_kubeconfig_context(tmp_path: Path) -> None:
             await source.stop()
         with pytest.raises(ValueError, match="context nope"):
             await KubeSource.connect(str(path), "nope")
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 (openssl), as a cluster's API server would have."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    commands = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+         "-keyout", ca_key, "-out", ca_crt],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", key, "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
+         "-extfile", ext, "-out", crt],
+    ]  # fmt: skip
+    for command in commands:
+        subprocess.run([str(part) for part in command], check=True, capture_output=True)
+    return ca_crt, crt, key
+
+
+async def test_in_cluster_service_account_over_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca_crt, crt, key = make_tls(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(crt, key)
+    async with running(CORE + istio_crds(), ssl_context=context, token="sa-token") as api:
+        api.create(mesh_objects()[0])
+        account = tmp_path / "serviceaccount"
+        account.mkdir()
+        (account / "token").write_text("sa-token")
+        (account / "ca.crt").write_bytes(ca_crt.read_bytes())
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+        client = await KubeClient.connect(service_account_dir=account)
+        assert client.host == api.url
+        source = KubeSource(client, owns_client=True)
+        try:
+            await source.start()
+            await asyncio.wait_for(source.wait_synced(), 10)
+            assert source.get("Namespace", "shop") is not None
+        finally:
+            await source.stop()

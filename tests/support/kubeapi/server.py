@@ -62,8 +62,10 @@ class KubeApiServer:
         bookmark_interval: float = 60.0,
         default_watch_timeout: float = 1800.0,
         block_timeout: float = 3.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.storage = Storage()
+        self._ssl = ssl_context
         self.token = token
         self.requests: list[RequestRecord] = []
         self._resources: dict[tuple[str, str], ResourceDef] = {}
@@ -76,6 +78,7 @@ class KubeApiServer:
         self._injections: list[Injection] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.port = 0
         self.storage.on_event(self._fan_out)
         for resource in resources:
             self.register(resource)
@@ -87,10 +90,11 @@ class KubeApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        self.port = sockets[0].getsockname()[1]
+        self.url = f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
         return self
 
     async def stop(self) -> None:
@@ -292,7 +296,9 @@ class KubeApiServer:
             return {
                 "kind": "APIVersions",
                 "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.url[7:]}],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
+                ],
             }
         if parts == ["api", "v1"]:
             return {
