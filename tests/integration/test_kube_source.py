@@ -295,13 +295,26 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ext = directory / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    rsa = ["-newkey", "rsa:2048", "-nodes"]
     commands = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-         "-keyout", ca_key, "-out", ca_crt],
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", key, "-out", csr],
-        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
-         "-extfile", ext, "-out", crt],
-    ]  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *rsa,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca_crt,
+        ],
+        ["openssl", "req", *rsa, "-subj", "/CN=kube-apiserver", "-keyout", key, "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial"]
+        + ["-days", "1", "-extfile", ext, "-out", crt],
+    ]
     for command in commands:
         subprocess.run([str(part) for part in command], check=True, capture_output=True)
     return ca_crt, crt, key

@@ -11,6 +11,7 @@ the aggregated v2 form fall back to them); merge patch only; immediate deletion;
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
