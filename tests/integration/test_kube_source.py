@@ -295,25 +295,12 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ext = directory / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    rsa = ["-newkey", "rsa:2048", "-nodes"]
+    rsa = ["-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    sign = ["-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "1", "-extfile", ext]
     commands = [
-        [
-            "openssl",
-            "req",
-            "-x509",
-            *rsa,
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-ca",
-            "-keyout",
-            ca_key,
-            "-out",
-            ca_crt,
-        ],
+        ["openssl", "req", "-x509", *rsa, "-subj", "/CN=test-ca", "-keyout", ca_key, "-out", ca_crt],
         ["openssl", "req", *rsa, "-subj", "/CN=kube-apiserver", "-keyout", key, "-out", csr],
-        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial"]
-        + ["-days", "1", "-extfile", ext, "-out", crt],
+        ["openssl", "x509", "-req", "-in", csr, *sign, "-out", crt],
     ]
     for command in commands:
         subprocess.run([str(part) for part in command], check=True, capture_output=True)
