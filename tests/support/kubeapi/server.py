@@ -6,7 +6,8 @@ Discovery (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/
 failures (429 with Retry-After...), dropped, expired and hanging watches, forced bookmarks, a request log.
 
 Deliberate simplifications (noted where they live): legacy discovery documents only (clients that ask for
-the aggregated v2 form fall back to them); merge patch only; immediate deletion; no subresources.
+the aggregated v2 form fall back to them); merge patch only; immediate deletion; no subresources; no
+watch-list streaming (``sendInitialEvents``); no protobuf; CRD versions differ only in ``apiVersion``.
 """
 
 from __future__ import annotations
