@@ -21,25 +21,14 @@ import functools
 import json
 import os
 import socket
-import struct
 import sys
 import time
 from typing import IO
 
-SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>; the IPv6 twin (IP6T_SO_ORIGINAL_DST) has the same number
+from fastpath.sockets import original_dst
+
 INBOUND_PASSTHROUGH_V4 = "127.0.0.6"
 INBOUND_PASSTHROUGH_V6 = "::6"
-
-
-def original_dst(sock: socket.socket) -> tuple[str, int]:
-    """Where a REDIRECTed connection was going before netfilter rewrote it."""
-    if sock.family == socket.AF_INET6:
-        raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
-        port = struct.unpack_from("!H", raw, 2)[0]
-        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
-    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    port = struct.unpack_from("!H", raw, 2)[0]
-    return socket.inet_ntoa(raw[4:8]), port
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:

@@ -244,14 +244,6 @@ cdef bytes append_lines(bytes raw, bytes extra):
 
 
 cdef class _Head:
-    cdef public str version
-    cdef public object content_length
-    cdef public bint chunked
-    cdef public bint keep_alive
-    cdef public bint upgrade
-    cdef public bytes raw
-    cdef public bint hop_by_hop
-    cdef list _headers
 
     @property
     def headers(self):
@@ -293,11 +285,6 @@ cdef class _Head:
 cdef class RequestHead(_Head):
     """A parsed request head (see ``fastpath.http1_py.RequestHead``)."""
 
-    cdef public bytes method
-    cdef public bytes target
-    cdef public object host
-    cdef public bint expect_continue
-    cdef public object request_id
 
     cpdef bytes for_upstream(self, bytes extra=b""):
         """The head to send upstream: HTTP/1.1, hop-by-hop headers removed, ``extra`` appended."""
@@ -315,8 +302,6 @@ cdef class RequestHead(_Head):
 cdef class ResponseHead(_Head):
     """A parsed response head (see ``fastpath.http1_py.ResponseHead``)."""
 
-    cdef public int status
-    cdef public bytes reason
 
     @property
     def interim(self):
@@ -339,46 +324,9 @@ cdef class ResponseHead(_Head):
 
 
 cdef class _Parser:
-    cdef public Py_ssize_t max_header_bytes
-    cdef public Py_ssize_t max_start_line_bytes
-    cdef public object head
-    cdef public Py_ssize_t start
-    cdef public Py_ssize_t end
-    cdef bint _is_request
-    cdef int _error_status
-    cdef int _state
-    cdef object _error
-    cdef bytes _data
-    cdef Py_ssize_t _pos
     # Events found by the last step and not yet pulled (at most two: a head and its end).
-    cdef int _q_n
-    cdef int _q_i
-    cdef int _q_code[4]
-    cdef Py_ssize_t _q_a[4]
-    cdef Py_ssize_t _q_b[4]
-    cdef object _q_head
     # The head being read.
-    cdef bytes _pending
-    cdef list _rawparts
-    cdef Py_ssize_t _raw_start
-    cdef Py_ssize_t _head_bytes
-    cdef bint _have_start
-    cdef Py_ssize_t _s1_off, _s1_len, _s2_off, _s2_len, _s3_off, _s3_len
-    cdef bytes _s1, _s2, _s3
-    cdef int _nheaders
-    cdef bint _hop
-    cdef list _hosts
-    cdef list _cls
-    cdef list _tes
-    cdef list _conns
-    cdef object _expect
-    cdef bint _upgrade_hdr
-    cdef object _request_id
     # The body.
-    cdef unsigned long long _remaining
-    cdef Py_ssize_t _chunk_line
-    cdef Py_ssize_t _trailer_bytes
-    cdef bint _upgrade_after
 
     def __init__(self, max_header_bytes=DEFAULT_MAX_HEADER_BYTES, max_start_line_bytes=None):
         if max_header_bytes < 16:
@@ -474,7 +422,7 @@ cdef class _Parser:
             self._stash(self._raw_start, end)
         return EV_NEED_DATA
 
-    cdef inline int _pop(self):
+    cdef int _pop(self):
         cdef int i = self._q_i
         self._q_i += 1
         if self._q_i == self._q_n:
@@ -486,7 +434,7 @@ cdef class _Parser:
             self._q_head = None
         return self._q_code[i]
 
-    cdef inline void _queue(self, int code, Py_ssize_t a, Py_ssize_t b):
+    cdef void _queue(self, int code, Py_ssize_t a, Py_ssize_t b):
         self._q_code[self._q_n] = code
         self._q_a[self._q_n] = a
         self._q_b[self._q_n] = b
@@ -753,7 +701,7 @@ cdef class _Parser:
             self._state = S_BODY_UNTIL_CLOSE
         return 0
 
-    cdef inline void _end_message(self):
+    cdef void _end_message(self):
         self._queue(EV_END, 0, 0)
         self._state = S_TUNNEL if self._upgrade_after else S_HEAD
         self._upgrade_after = False
@@ -952,8 +900,6 @@ cdef class RequestParser(_Parser):
 cdef class ResponseParser(_Parser):
     """Parses the responses an upstream sends on one connection (see ``fastpath.http1_py``)."""
 
-    cdef object _expected
-    cdef int _s_code
 
     def __init__(self, max_header_bytes=DEFAULT_MAX_HEADER_BYTES, max_start_line_bytes=None):
         _Parser.__init__(self, max_header_bytes, max_start_line_bytes)

@@ -1,0 +1,310 @@
+"""Clusters at run time: hosts, load balancing, circuit breakers, outlier ejection, connection pools.
+
+A ``Cluster`` outlives config updates that do not change it, so pooled keep-alive connections, counts of
+requests in flight and ejections carry over; a changed cluster gets a new ``Cluster`` and the old one's
+connections finish their requests and close. Hosts are kept by address across EDS updates for the same
+reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from fastpath import lb
+from fastpath.config.clusters import ClusterConfig, Endpoint
+from mizzen import logs
+
+if TYPE_CHECKING:
+    from fastpath.upstream import UpstreamConnection
+
+log = logs.get("proxy")
+
+
+class Host:
+    """One endpoint of a cluster, with its idle connections and its health as outlier detection sees it."""
+
+    __slots__ = (
+        "active_requests",
+        "address",
+        "cluster",
+        "connections",
+        "consecutive_5xx",
+        "consecutive_gateway",
+        "consecutive_local",
+        "ejected_until",
+        "ejections",
+        "idle",
+        "port",
+        "waiting",
+        "weight",
+    )
+
+    def __init__(self, cluster: Cluster, address: str, port: int, weight: int = 1) -> None:
+        self.cluster = cluster
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.idle: list[UpstreamConnection] = []  # keep-alive connections, most recently used last
+        self.waiting: deque[Any] = deque()  # exchanges waiting for a connection (breaker at its limit)
+        self.active_requests = 0
+        self.connections = 0
+        self.consecutive_5xx = 0
+        self.consecutive_gateway = 0
+        self.consecutive_local = 0
+        self.ejected_until = 0.0
+        self.ejections = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.address}:{self.port}" if ":" not in self.address else f"[{self.address}]:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"<Host {self.label} of {self.cluster.name}>"
+
+
+class Cluster:
+    """A cluster's run-time state. ``config`` is immutable; a changed config means a new Cluster."""
+
+    def __init__(self, config: ClusterConfig, endpoints: Iterable[Endpoint] = ()) -> None:
+        self.config = config
+        self.name = config.name
+        self.hosts: dict[tuple[str, int], Host] = {}
+        self.candidates: list[Host] = []
+        self.picker: lb.Picker = lb.make(config.lb_policy, [])
+        self.breakers = config.circuit_breakers
+        # Copied out of the config: read on every request.
+        self.max_requests = config.circuit_breakers.max_requests
+        self.max_pending_requests = config.circuit_breakers.max_pending_requests
+        self.max_connections = config.circuit_breakers.max_connections
+        self.max_retries = config.circuit_breakers.max_retries
+        self.original_dst = config.original_dst
+        self.outlier = config.outlier is not None
+        # Circuit-breaker gauges, cluster-wide as in Envoy.
+        self.active_requests = 0
+        self.pending_requests = 0
+        self.connections = 0
+        self.active_retries = 0
+        self.removed = False
+        self.stats: dict[str, int] = {}
+        self._dns_task: asyncio.Task[None] | None = None
+        self._eject_timer: asyncio.TimerHandle | None = None
+        self.set_endpoints(endpoints)
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
+        """Replace the cluster's hosts, keeping the Host objects (and their pools) of those that stay."""
+        eps = list(endpoints)
+        if eps:
+            top = min(e.priority for e in eps)  # the best priority level carries the traffic
+            eps = [e for e in eps if e.priority == top]
+        fresh: dict[tuple[str, int], Host] = {}
+        for e in eps:
+            key = (e.host, e.port)
+            host = self.hosts.get(key)
+            if host is None:
+                host = Host(self, key[0], key[1], e.weight)
+            host.weight = e.weight
+            fresh[key] = host
+        for key, host in self.hosts.items():
+            if key not in fresh:
+                for conn in host.idle:
+                    conn.close()
+                host.idle.clear()
+        self.hosts = fresh
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the picker over the hosts that may take traffic (not ejected, unless in panic)."""
+        now = time.monotonic()
+        hosts = list(self.hosts.values())
+        healthy = [h for h in hosts if h.ejected_until <= now]
+        if hosts and len(healthy) * 100 < len(hosts) * self.config.panic_threshold:
+            healthy = hosts  # Envoy's panic mode: too few healthy hosts, use them all
+        self.candidates = healthy
+        self.picker = lb.make(
+            self.config.lb_policy, healthy, random.randrange(len(healthy)) if healthy else 0
+        )
+
+    def pick(self, exclude: Host | None = None) -> Host | None:
+        return self.picker.pick(exclude)  # type: ignore[return-value]
+
+    def original_dst_host(self, address: str, port: int) -> Host:
+        """ORIGINAL_DST clusters: a host per destination, made on first use (pools per destination)."""
+        key = (address, port)
+        host = self.hosts.get(key)
+        if host is None:
+            host = self.hosts[key] = Host(self, address, port)
+        return host
+
+    # -- outlier detection --------------------------------------------------------------------------
+
+    def report(self, host: Host, status: int, local_origin: bool = False) -> None:
+        """Passive health: count consecutive errors per host, eject past the thresholds."""
+        od = self.config.outlier
+        if od is None:
+            return
+        if local_origin:
+            if od.split_local_origin:
+                host.consecutive_local += 1
+                if host.consecutive_local >= od.consecutive_local_origin_failure and self._enforce(
+                    od.enforcing_consecutive_local_origin_failure
+                ):
+                    self._eject(host, "consecutive local-origin failures")
+                return
+            status = 503  # not split: a connect failure counts as a 5xx
+        if status >= 500:
+            host.consecutive_5xx += 1
+            gateway = status in (502, 503, 504)
+            host.consecutive_gateway = host.consecutive_gateway + 1 if gateway else 0
+            if host.consecutive_5xx >= od.consecutive_5xx and self._enforce(od.enforcing_consecutive_5xx):
+                self._eject(host, "consecutive 5xx")
+            elif (
+                gateway
+                and host.consecutive_gateway >= od.consecutive_gateway_failure
+                and self._enforce(od.enforcing_consecutive_gateway_failure)
+            ):
+                self._eject(host, "consecutive gateway failures")
+        else:
+            host.consecutive_5xx = host.consecutive_gateway = 0
+            if not local_origin:
+                host.consecutive_local = 0
+
+    @staticmethod
+    def _enforce(percent: int) -> bool:
+        return percent >= 100 or (percent > 0 and random.randrange(100) < percent)
+
+    def _eject(self, host: Host, why: str) -> None:
+        od = self.config.outlier
+        assert od is not None
+        now = time.monotonic()
+        if host.ejected_until > now:
+            return
+        ejected = sum(1 for h in self.hosts.values() if h.ejected_until > now)
+        # Envoy always allows one ejection, then stops at max_ejection_percent.
+        if ejected and (ejected + 1) * 100 > len(self.hosts) * od.max_ejection_percent:
+            return
+        host.ejections += 1
+        duration = min(
+            od.base_ejection_time * host.ejections, max(od.max_ejection_time, od.base_ejection_time)
+        )
+        host.ejected_until = now + duration
+        host.consecutive_5xx = host.consecutive_gateway = host.consecutive_local = 0
+        self.bump("outlier_detection.ejections_enforced_total")
+        log.info("host ejected", cluster=self.name, host=host.label, reason=why, seconds=duration)
+        self.refresh()
+        self._arm_uneject(now + duration)
+
+    def _arm_uneject(self, at: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._eject_timer is not None and self._eject_timer.when() <= at:
+            return
+        if self._eject_timer is not None:
+            self._eject_timer.cancel()
+        self._eject_timer = loop.call_at(loop.time() + max(0.0, at - time.monotonic()), self._uneject)
+
+    def _uneject(self) -> None:
+        self._eject_timer = None
+        now = time.monotonic()
+        self.refresh()
+        pending = [h.ejected_until for h in self.hosts.values() if h.ejected_until > now]
+        if pending:
+            self._arm_uneject(min(pending))
+
+    # -- DNS ----------------------------------------------------------------------------------------
+
+    def start_dns(self) -> None:
+        """STRICT_DNS / LOGICAL_DNS: resolve the configured names now and every dns_refresh seconds."""
+        if self.config.dns and self._dns_task is None:
+            self._dns_task = asyncio.get_running_loop().create_task(self._resolve_forever())
+
+    async def _resolve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.removed:
+            resolved: list[Endpoint] = []
+            for e in self.config.endpoints:
+                try:
+                    infos = await loop.getaddrinfo(e.host, e.port, type=socket.SOCK_STREAM)
+                except OSError as exc:
+                    log.warning("dns resolution failed", cluster=self.name, host=e.host, error=str(exc))
+                    continue
+                addrs = sorted({info[4][0] for info in infos})
+                if self.config.discovery == "LOGICAL_DNS":
+                    addrs = addrs[:1]
+                resolved += [Endpoint(a, e.port, e.weight, e.priority) for a in addrs]
+            if resolved or not self.hosts:
+                self.set_endpoints(resolved)
+            await asyncio.sleep(self.config.dns_refresh)
+
+    # -- life ---------------------------------------------------------------------------------------
+
+    def bump(self, stat: str, n: int = 1) -> None:
+        self.stats[stat] = self.stats.get(stat, 0) + n
+
+    def close(self) -> None:
+        """The cluster left the config: idle connections close now, busy ones when their request ends."""
+        self.removed = True
+        if self._dns_task is not None:
+            self._dns_task.cancel()
+        if self._eject_timer is not None:
+            self._eject_timer.cancel()
+        for host in self.hosts.values():
+            for conn in host.idle:
+                conn.close()
+            host.idle.clear()
+            while host.waiting:
+                host.waiting.popleft().on_pool_failure("UH", "cluster removed")
+
+
+class ClusterManager:
+    """The run-time clusters by name, reconciled with each new config."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[str, Cluster] = {}
+
+    def get(self, name: str) -> Cluster | None:
+        return self.clusters.get(name)
+
+    def update(self, configs: dict[str, ClusterConfig], endpoints_of: Callable[[ClusterConfig], Any]) -> None:
+        """Make the run-time clusters match ``configs``; unchanged ones keep their state."""
+        for name in list(self.clusters):
+            if name not in configs:
+                self.clusters.pop(name).close()
+        for name, cfg in configs.items():
+            current = self.clusters.get(name)
+            if current is not None and current.config.fingerprint == cfg.fingerprint and cfg.fingerprint:
+                if cfg.discovery == "EDS":
+                    current.set_endpoints(endpoints_of(cfg))
+                continue
+            if current is not None:
+                current.close()
+            cluster = Cluster(cfg, () if cfg.dns else endpoints_of(cfg))
+            self.clusters[name] = cluster
+            if cfg.dns:
+                try:
+                    cluster.start_dns()
+                except RuntimeError:  # no loop (compiling config outside the proxy)
+                    pass
+
+    def sweep_idle(self, now: float) -> None:
+        """Close pooled connections idle past their cluster's idle_timeout (called every second)."""
+        for cluster in self.clusters.values():
+            limit = cluster.config.idle_timeout
+            if limit <= 0:
+                continue
+            for host in cluster.hosts.values():
+                if host.idle and now - host.idle[0].idle_since > limit:
+                    keep = [c for c in host.idle if now - c.idle_since <= limit]
+                    for conn in host.idle:
+                        if conn not in keep:
+                            conn.close()
+                    host.idle[:] = keep

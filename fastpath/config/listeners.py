@@ -1,0 +1,225 @@
+"""Listeners and their filter chains (TcpProxy or HttpConnectionManager) compiled for the runtime."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from fastpath.access_log import AccessLog
+from fastpath.config.errors import Resource, join
+from fastpath.config.hcm import HcmConfig, compile_access_log, compile_hcm
+from fastpath.config.routes import seconds
+
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+HTTP_CONNECTION_MANAGER = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+ORIGINAL_DST_FILTER = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_LISTENER_FIELDS = {
+    "name",
+    "address",
+    "filter_chains",
+    "use_original_dst",
+    "default_filter_chain",
+    "listener_filters",
+    "traffic_direction",
+    "bind_to_port",
+    "metadata",
+    "per_connection_buffer_limit_bytes",
+    "continue_on_listener_filters_timeout",
+    "listener_filters_timeout",
+    "stat_prefix",
+    "access_log",
+}
+_CHAIN_FIELDS = {"filter_chain_match", "filters", "name", "metadata"}
+_TCP_FIELDS = {
+    "stat_prefix",
+    "cluster",
+    "weighted_clusters",
+    "idle_timeout",
+    "access_log",
+    "max_connect_attempts",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TcpProxyConfig:
+    """The TcpProxy network filter: one cluster, or weighted clusters."""
+
+    stat_prefix: str
+    clusters: tuple[tuple[str, int], ...]  # (cluster, weight)
+    idle_timeout: float | None = 3600.0  # Envoy's default; None disables it
+    max_connect_attempts: int = 1
+    access_logs: tuple[AccessLog, ...] = ()
+
+    def pick(self, rand: float) -> str:
+        """The cluster for a connection, ``rand`` uniform in [0, 1)."""
+        if len(self.clusters) == 1:
+            return self.clusters[0][0]
+        total = sum(w for _, w in self.clusters)
+        point = rand * total
+        for name, weight in self.clusters:
+            point -= weight
+            if point < 0:
+                return name
+        return self.clusters[-1][0]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainMatch:
+    destination_port: int | None = None
+    prefix_ranges: tuple[Network, ...] = ()
+
+    def matches(self, ip: str, port: int) -> bool:
+        if self.destination_port is not None and self.destination_port != port:
+            return False
+        if self.prefix_ranges:
+            addr = ipaddress.ip_address(ip)
+            return any(addr in net for net in self.prefix_ranges)
+        return True
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """Envoy's order: a destination port match beats none; then the longest destination prefix."""
+        longest = max((n.prefixlen for n in self.prefix_ranges), default=-1)
+        return (1 if self.destination_port is not None else 0, longest)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChainConfig:
+    name: str
+    match: ChainMatch
+    tcp_proxy: TcpProxyConfig | None = None
+    http: HcmConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    host: str
+    port: int
+    bind_to_port: bool = True
+    use_original_dst: bool = False  # hand connections to the listener of their original destination
+    original_dst_filter: bool = False  # match chains against the original destination
+    filter_chains: tuple[FilterChainConfig, ...] = ()
+    default_chain: FilterChainConfig | None = None
+    direction: str = "UNSPECIFIED"
+    fingerprint: bytes = b""
+
+    def select_chain(self, ip: str, port: int) -> FilterChainConfig | None:
+        """The most specific filter chain matching the connection's destination, else the default."""
+        best: FilterChainConfig | None = None
+        for chain in self.filter_chains:
+            if chain.match.matches(ip, port) and (
+                best is None or chain.match.specificity > best.match.specificity
+            ):
+                best = chain
+        return best or self.default_chain
+
+    def chains(self) -> list[FilterChainConfig]:
+        return [*self.filter_chains, *([self.default_chain] if self.default_chain else [])]
+
+
+def _compile_match(res: Resource, path: str, m: listener_components_pb2.FilterChainMatch) -> ChainMatch:
+    res.reject_unsupported(m, path, {"destination_port", "prefix_ranges"})
+    ranges: list[Network] = []
+    for i, cidr in enumerate(m.prefix_ranges):
+        try:
+            ranges.append(
+                ipaddress.ip_network(f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False)
+            )
+        except ValueError as exc:
+            raise res.error(f"{path}.prefix_ranges[{i}]", str(exc)) from None
+    return ChainMatch(m.destination_port.value if m.HasField("destination_port") else None, tuple(ranges))
+
+
+def _compile_tcp(res: Resource, path: str, tp: tcp_proxy_pb2.TcpProxy) -> TcpProxyConfig:
+    res.reject_unsupported(tp, path, _TCP_FIELDS)
+    if tp.HasField("weighted_clusters"):
+        weighted = tuple((w.name, w.weight) for w in tp.weighted_clusters.clusters)
+        if not weighted or sum(w for _, w in weighted) <= 0:
+            raise res.error(join(path, "weighted_clusters"), "weights must sum above 0")
+        clusters = weighted
+    elif tp.cluster:
+        clusters = ((tp.cluster, 1),)
+    else:
+        raise res.error(join(path, "cluster"), "required")
+    idle: float | None = 3600.0
+    if tp.HasField("idle_timeout"):
+        idle = seconds(tp.idle_timeout) or None
+    logs = tuple(compile_access_log(res, f"{path}.access_log[{i}]", a) for i, a in enumerate(tp.access_log))
+    attempts = tp.max_connect_attempts.value if tp.HasField("max_connect_attempts") else 1
+    return TcpProxyConfig(tp.stat_prefix, clusters, idle, max(1, attempts), logs)
+
+
+def _compile_chain(res: Resource, path: str, fc: listener_components_pb2.FilterChain) -> FilterChainConfig:
+    if fc.HasField("transport_socket"):
+        raise res.error(
+            join(path, "transport_socket"), "TLS termination is not supported by mizzen-proxy yet"
+        )
+    res.reject_unsupported(fc, path, _CHAIN_FIELDS)
+    match = _compile_match(res, join(path, "filter_chain_match"), fc.filter_chain_match)
+    if len(fc.filters) != 1:
+        raise res.error(
+            join(path, "filters"), "exactly one network filter (tcp_proxy or http_connection_manager)"
+        )
+    flt = fc.filters[0]
+    fpath = f"{path}.filters[0]"
+    url = flt.typed_config.type_url
+    if url == HTTP_CONNECTION_MANAGER:
+        h = hcm_pb2.HttpConnectionManager()
+        flt.typed_config.Unpack(h)
+        return FilterChainConfig(fc.name, match, http=compile_hcm(res, fpath, h))
+    if url == TCP_PROXY:
+        tp = tcp_proxy_pb2.TcpProxy()
+        flt.typed_config.Unpack(tp)
+        return FilterChainConfig(fc.name, match, tcp_proxy=_compile_tcp(res, fpath, tp))
+    raise res.error(join(fpath, "typed_config"), f"unsupported network filter {url or flt.name!r}")
+
+
+def compile_listener(lst: listener_pb2.Listener) -> ListenerConfig:
+    res = Resource("Listener", lst.name)
+    if not lst.name:
+        raise res.error("name", "required")
+    res.reject_unsupported(lst, "", _LISTENER_FIELDS)
+    if not lst.address.HasField("socket_address"):
+        raise res.error("address", "a socket address is required")
+    sock = lst.address.socket_address
+    if lst.access_log:
+        raise res.error("access_log", "listener access logs are not supported; use the filter's")
+    original_dst_filter = False
+    for i, lf in enumerate(lst.listener_filters):
+        if (
+            lf.typed_config.type_url == ORIGINAL_DST_FILTER
+            or lf.name == "envoy.filters.listener.original_dst"
+        ):
+            original_dst_filter = True
+        else:
+            raise res.error(
+                f"listener_filters[{i}]", f"{lf.name or lf.typed_config.type_url!r} is not supported"
+            )
+    chains = tuple(_compile_chain(res, f"filter_chains[{i}]", fc) for i, fc in enumerate(lst.filter_chains))
+    default = (
+        _compile_chain(res, "default_filter_chain", lst.default_filter_chain)
+        if lst.HasField("default_filter_chain")
+        else None
+    )
+    return ListenerConfig(
+        name=lst.name,
+        host=sock.address,
+        port=sock.port_value,
+        bind_to_port=lst.bind_to_port.value if lst.HasField("bind_to_port") else True,
+        use_original_dst=lst.use_original_dst.value,
+        original_dst_filter=original_dst_filter,
+        filter_chains=chains,
+        default_chain=default,
+        direction={0: "UNSPECIFIED", 1: "INBOUND", 2: "OUTBOUND"}.get(lst.traffic_direction, "UNSPECIFIED"),
+        fingerprint=lst.SerializeToString(deterministic=True),
+    )

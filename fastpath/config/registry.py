@@ -1,0 +1,13 @@
+"""Every message type that may appear inside a ``typed_config`` the proxy reads.
+
+Protobuf resolves ``google.protobuf.Any`` by the types loaded in the process; importing them here makes
+parsing a bootstrap or an xDS response independent of which other modules happen to be loaded.
+"""
+
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401

@@ -1,0 +1,42 @@
+# The compiled face of http_conn.py.
+
+from fastpath._http1 cimport RequestParser
+from fastpath.exchange cimport Exchange
+from fastpath.outbox cimport Outbox
+
+
+cdef class DownstreamConnection:
+    cdef public object proxy
+    cdef public object hcm
+    cdef public str reporter
+    cdef public object original_dst
+    cdef public object loop
+    cdef public object transport
+    cdef public RequestParser parser
+    cdef public bytes data
+    cdef public Exchange exchange
+    cdef public list backlog
+    cdef public bint suspended
+    cdef public bint driving
+    cdef public bint closing
+    cdef public bint draining
+    cdef public long paused
+    cdef public long requests
+    cdef public str remote
+    cdef public str local
+    cdef public object timer
+    cdef public double timer_at
+    cdef public double idle_deadline
+    cdef public double head_deadline
+    cdef public Outbox outbox
+    cdef public list out
+    cpdef flush(self)
+    cpdef _drive(self)
+    cpdef write(self, bytes data)
+    cpdef pause_reading(self, long why=*)
+    cpdef resume_reading(self, long why=*)
+    cpdef exchange_done(self, Exchange ex)
+    cpdef route_table(self)
+    cpdef watch(self, double deadline)
+    cpdef close(self)
+    cpdef tunnel_open(self)

@@ -1,0 +1,119 @@
+"""``mizzen-proxy -c BOOTSTRAP``: the sidecar process (Envoy's flags where they exist)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+
+from fastpath import admin, bootstrap
+from fastpath.config import ConfigError
+from fastpath.proxy import DEFAULT_MAX_CONNECTIONS, Proxy
+from fastpath.stats import Identity, Stats
+from mizzen import logs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mizzen-proxy", description="The Mizzen sidecar proxy.")
+    p.add_argument("-c", "--config-path", required=True, help="bootstrap file, YAML or JSON, Envoy's shape")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="admin port on 127.0.0.1 (default: bootstrap's, or 15000)",
+    )
+    p.add_argument("--health-port", type=int, default=15021, help="readiness: /healthz/ready")
+    p.add_argument("--metrics-port", type=int, default=15020, help="Prometheus: /stats/prometheus")
+    p.add_argument(
+        "--drain-time-s", type=float, default=5.0, help="how long connections may finish after SIGTERM"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="downstream connections served at once; more are closed on accept",
+    )
+    p.add_argument("-l", "--log-level", default=None, help="trace, debug, info, warning, error")
+    p.add_argument("--workload", default=None, help="this pod's workload name (default: node metadata)")
+    p.add_argument("--namespace", default=None, help="this pod's namespace (default: node metadata)")
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    log = logs.get("proxy")
+    try:
+        boot = bootstrap.load(args.config_path)
+    except (bootstrap.BootstrapError, ConfigError) as exc:
+        log.error("bootstrap rejected", error=str(exc))
+        return 1
+    identity = Identity.from_node(boot.node_metadata)
+    overrides = {k: v for k, v in (("workload", args.workload), ("namespace", args.namespace)) if v}
+    identity = dataclasses.replace(identity, **overrides)
+    proxy = Proxy(Stats(identity), max_connections=args.max_connections)
+    quit_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_error(_: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        # A failure inside a connection's callbacks closes that connection; it must never be silent.
+        exc = context.get("exception")
+        log.error(
+            "unhandled error",
+            message=str(context.get("message")),
+            protocol=repr(context.get("protocol")),
+            exc_info=exc if isinstance(exc, BaseException) else None,
+        )
+
+    loop.set_exception_handler(on_error)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, quit_event.set)
+    admin_host, admin_port = boot.admin_address or ("127.0.0.1", 15000)
+    if args.admin_port is not None:
+        admin_port = args.admin_port
+    runners = [
+        await admin.serve(
+            admin.admin_app(proxy, quit_event),
+            "127.0.0.1" if admin_host in ("", "0.0.0.0") else admin_host,
+            admin_port,
+        ),
+        await admin.serve(admin.health_app(proxy), "0.0.0.0", args.health_port),
+        await admin.serve(admin.metrics_app(proxy), "0.0.0.0", args.metrics_port),
+    ]
+    client = None
+    if boot.ads is None:
+        await proxy.apply(boot.static)
+        log.info("proxy ready", listeners=list(proxy.servers), clusters=len(boot.static.clusters))
+    else:
+        from fastpath.xds_client import AdsClient
+
+        await proxy.apply(boot.static, ready=False)
+        client = AdsClient(proxy, boot)
+        client.start()
+        log.info("waiting for config", server=f"{boot.ads.host}:{boot.ads.port}", node=boot.proto.node.id)
+    await quit_event.wait()
+    log.info("draining", connections=proxy.active_connections, deadline_s=args.drain_time_s)
+    if client is not None:
+        await client.stop()
+    cut = await proxy.drain(args.drain_time_s)
+    for runner in runners:
+        await runner.cleanup()
+    log.info("stopped", connections_cut=cut)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - a dependency on Linux
+            return asyncio.run(run(args))
+        return uvloop.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

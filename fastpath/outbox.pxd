@@ -1,0 +1,5 @@
+cdef class Outbox:
+    cdef public bint active
+    cdef public list dirty
+    cpdef bint begin(self)
+    cpdef end(self)

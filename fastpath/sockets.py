@@ -1,0 +1,20 @@
+"""Socket facts the sidecar needs: where a redirected connection was going."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>; IP6T_SO_ORIGINAL_DST has the same number at SOL_IPV6
+
+
+def original_dst(sock: socket.socket) -> tuple[str, int]:
+    """The destination a REDIRECTed connection had before netfilter rewrote it (IPv4 and IPv6).
+
+    Raises OSError (ENOENT) for a connection that was not redirected.
+    """
+    if sock.family == socket.AF_INET6:
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from("!H", raw, 2)[0]
+    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    return socket.inet_ntoa(raw[4:8]), struct.unpack_from("!H", raw, 2)[0]

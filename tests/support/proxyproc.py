@@ -1,0 +1,106 @@
+"""Running mizzen-proxy as a real process for tests, on free ports, stopped whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROXY = str(Path(sys.executable).parent / "mizzen-proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class ProxyProcess:
+    """``mizzen-proxy -c <bootstrap>`` with its admin, health and metrics ports on free ports."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        boot: dict[str, Any],
+        *,
+        argv_prefix: Sequence[str] = (),
+        health_host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.config = tmp / f"bootstrap-{os.urandom(3).hex()}.json"
+        self.config.write_text(json.dumps(boot))
+        self.config.chmod(0o644)
+        self.admin, self.health, self.metrics = free_port(), free_port(), free_port()
+        self.health_host = health_host
+        self.log = tmp / f"proxy-{os.urandom(3).hex()}.log"
+        self._log = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                *argv_prefix,
+                PROXY,
+                "-c",
+                str(self.config),
+                "--admin-port",
+                str(self.admin),
+                "--health-port",
+                str(self.health),
+                "--metrics-port",
+                str(self.metrics),
+                "--drain-time-s",
+                "5",
+                "-l",
+                "debug",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def url(self, path: str, port: int | None = None) -> str:
+        return f"http://{self.health_host}:{port or self.health}{path}"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"proxy exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                if http_get(self.url("/healthz/ready"))[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"proxy not ready: {self.log.read_text()}")
+
+    def prometheus(self) -> str:
+        return http_get(self.url("/stats/prometheus", self.metrics))[1]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
