@@ -90,26 +90,35 @@ class Proxy:
             for name, lst in new.listeners.items()
             if lst.bind_to_port and not self.draining
         }
-        for name in list(self.servers):
-            if wanted.get(name) != self.servers[name][0]:
-                _, server = self.servers.pop(name)
+        stale = [name for name in self.servers if wanted.get(name) != self.servers[name][0]]
+        # Bind every new listener first; if one cannot be bound, undo the others and refuse the config
+        # (the listeners in service stay as they are).
+        bound: dict[str, tuple[tuple[str, int], asyncio.AbstractServer]] = {}
+        try:
+            for name, address in wanted.items():
+                if name in self.servers and name not in stale:
+                    continue
+                server = await self.loop.create_server(
+                    functools.partial(self._accept, name),
+                    address[0] or "0.0.0.0",
+                    address[1],
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                bound[name] = (address, server)
+        except OSError as exc:
+            for _, server in bound.values():
                 server.close()
-                log.info("listener removed", listener=name)
-        binds = []
-        for name, address in wanted.items():
-            if name in self.servers:
-                continue
-            binds.append((name, address))
-        for name, address in binds:
-            server = await self.loop.create_server(
-                functools.partial(self._accept, name),
-                address[0] or "0.0.0.0",
-                address[1],
-                reuse_address=True,
-                backlog=1024,
-            )
-            self.servers[name] = (address, server)
-            log.info("listener added", listener=name, address=f"{address[0]}:{address[1]}")
+            raise OSError(
+                exc.errno, f"listener {name!r} on {address[0]}:{address[1]}: {exc.strerror}"
+            ) from None
+        for name in stale:
+            _, server = self.servers.pop(name)
+            server.close()
+            log.info("listener removed", listener=name)
+        for name, entry in bound.items():
+            self.servers[name] = entry
+            log.info("listener added", listener=name, address=f"{entry[0][0]}:{entry[0][1]}")
         self.clusters.update(dict(new.clusters), new.endpoints_of)
         self.config = new
         if self._sweeper is None:
