@@ -35,12 +35,12 @@ if os.environ.get("MIZZEN_NO_EXTENSIONS") == "1":
 
 
 def compiled() -> dict[str, bool]:
-    """Which twin-tested modules run compiled in this process (for /server_info and tests)."""
-    names = ["fastpath._http1" if "fastpath.http1" else ""] + [
+    """Which accelerated modules run compiled in this process (for the admin page and tests)."""
+    names = ["fastpath._http1"] + [
         f"fastpath.{p.stem}" for p in sorted(_HERE.glob("*.pxd")) if p.with_suffix(".py").exists()
     ]
     out = {}
     for name in names:
         mod = sys.modules.get(name)
-        out[name] = bool(mod is not None and getattr(mod, "__file__", "").endswith(".so"))
+        out[name] = bool(mod is not None and str(getattr(mod, "__file__", "")).endswith(".so"))
     return out

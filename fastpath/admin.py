@@ -6,6 +6,7 @@ None of this is on the data path, so it is plain aiohttp.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+import fastpath
 from fastpath.config import SHORT
 from fastpath.proxy import Proxy
 from mizzen import logs
@@ -28,9 +30,16 @@ _LEVELS = {
 }
 
 
+def _state(proxy: Proxy) -> str:
+    """Envoy's server states, as /ready and /server_info report them."""
+    if proxy.draining:
+        return "DRAINING"
+    return "LIVE" if proxy.ready.is_set() else "PRE_INITIALIZING"
+
+
 def admin_app(proxy: Proxy, quit_event: asyncio.Event) -> web.Application:
     async def ready(_: web.Request) -> web.Response:
-        state = "DRAINING" if proxy.draining else ("LIVE" if proxy.ready.is_set() else "PRE_INITIALIZING")
+        state = _state(proxy)
         return web.Response(status=200 if state == "LIVE" else 503, text=state + "\n")
 
     async def config_dump(_: web.Request) -> web.Response:
@@ -69,6 +78,19 @@ def admin_app(proxy: Proxy, quit_event: asyncio.Event) -> web.Application:
                 lines.append(f"{prefix}::health_flags::{health}")
         return web.Response(text="\n".join(lines) + "\n")
 
+    async def server_info(_: web.Request) -> web.Response:
+        xds = getattr(proxy, "xds", None)
+        info = {
+            "state": _state(proxy),
+            "uptime_s": round(time.time() - proxy.stats.started, 3),
+            "identity": dataclasses.asdict(proxy.stats.identity),
+            "compiled": fastpath.compiled(),
+            "config_version": proxy.config.version,
+            "active_connections": proxy.active_connections,
+            "xds": xds.status() if xds is not None else None,
+        }
+        return web.json_response(info)
+
     async def quitquitquit(_: web.Request) -> web.Response:
         quit_event.set()
         return web.Response(text="OK\n")
@@ -87,6 +109,7 @@ def admin_app(proxy: Proxy, quit_event: asyncio.Event) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/ready", ready)
+    app.router.add_get("/server_info", server_info)
     app.router.add_get("/config_dump", config_dump)
     app.router.add_get("/stats", stats)
     app.router.add_get("/stats/prometheus", lambda _: _prometheus(proxy))

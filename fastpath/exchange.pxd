@@ -47,6 +47,9 @@ cdef class Exchange:
     cdef public object upstream_time
     cdef public long filter_index
     cdef public dict filter_state
+    cdef public long activity
+    cdef public long idle_seen
+    cdef public double idle_check
     cpdef begin(self)
     cpdef resume(self)
     cpdef request_data(self, bytes data, Py_ssize_t start, Py_ssize_t end)

@@ -32,6 +32,7 @@ class Exchange:
 
     __slots__ = (
         "action",
+        "activity",
         "attempt",
         "body",
         "body_size",
@@ -49,6 +50,8 @@ class Exchange:
         "grpc_status",
         "head",
         "host",
+        "idle_check",
+        "idle_seen",
         "in_flight",
         "keep_alive",
         "pending_body",
@@ -114,6 +117,15 @@ class Exchange:
         self.upstream_time: int | None = None
         self.filter_index = 0
         self.filter_state: dict[str, Any] = {}
+        # Stream idle timeout without a clock read per event: events bump ``activity``; the timer
+        # checks it every stream_idle_timeout and fires when it has not moved.
+        self.activity = 0
+        self.idle_seen = 0
+        self.idle_check = 0.0
+        idle = conn.hcm.stream_idle_timeout
+        if idle:
+            self.idle_check = self.start + idle
+            conn.watch(self.idle_check)
 
     # -- request side ---------------------------------------------------------------------------
 
@@ -295,6 +307,7 @@ class Exchange:
             self.conn.watch(self.try_deadline)
 
     def request_data(self, data: bytes, start: int, end: int) -> None:
+        self.activity += 1
         chunk = data if start == 0 and end == len(data) else data[start:end]
         self.bytes_received += end - start
         if self.tunnel:
@@ -402,10 +415,12 @@ class Exchange:
         return None
 
     def on_response_data(self, data: bytes, start: int, end: int) -> None:
+        self.activity += 1
         self.bytes_sent += end - start
         self.conn.write(data if start == 0 and end == len(data) else data[start:end])
 
     def on_tunnel_data(self, data: bytes, start: int, end: int, upstream: bool) -> None:
+        self.activity += 1
         chunk = data if start == 0 and end == len(data) else data[start:end]
         if upstream:
             self.bytes_sent += end - start
@@ -554,7 +569,23 @@ class Exchange:
             else:
                 self.local_reply(504, b"upstream request timeout", "UT", "upstream_response_timeout")
             return 0.0
-        nxt = [d for d in (self.deadline, self.try_deadline) if d]
+        if self.idle_check and now >= self.idle_check:
+            if self.activity == self.idle_seen:
+                self.idle_check = 0.0
+                self._drop_upstream()
+                if self.response_started:
+                    self.flags = "SI"
+                    self.keep_alive = False
+                    self.conn.close()
+                    self.finish()
+                elif self.request_complete:
+                    self.local_reply(504, b"stream timeout", "SI", "stream_idle_timeout")
+                else:
+                    self.local_reply(408, b"stream timeout", "SI", "stream_idle_timeout")
+                return 0.0
+            self.idle_seen = self.activity
+            self.idle_check = now + self.conn.hcm.stream_idle_timeout
+        nxt = [d for d in (self.deadline, self.try_deadline, self.idle_check) if d]
         return min(nxt) if nxt else 0.0
 
     def _drop_upstream(self) -> None:

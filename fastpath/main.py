@@ -90,6 +90,7 @@ async def run(args: argparse.Namespace) -> int:
 
         await proxy.apply(boot.static, ready=False)
         client = AdsClient(proxy, boot)
+        proxy.xds = client
         client.start()
         log.info("waiting for config", server=f"{boot.ads.host}:{boot.ads.port}", node=boot.proto.node.id)
     await quit_event.wait()

@@ -73,6 +73,7 @@ class Proxy:
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()  # held so the loop cannot drop them mid-flight
         self._sweeper: asyncio.Task[None] | None = None
+        self.xds: Any = None  # the ADS client, when the bootstrap names a control plane
 
     @property
     def active_connections(self) -> int:

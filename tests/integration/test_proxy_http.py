@@ -497,3 +497,18 @@ def test_upgrade_not_configured_is_refused(mesh: Mesh, upstreams: dict[str, Upst
     with rawhttp.Conn(port) as c:
         c.send(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         assert c.read_response().status == 403
+
+
+def test_stream_idle_timeout_when_routes_have_none(mesh: Mesh, upstreams: dict[str, Upstream]) -> None:
+    """Istio sets route timeouts to 0s: the stream idle timeout is then what ends a hung request."""
+    port = mesh.start(
+        [vhost("v", ["*"], route("a", timeout="0s"))],
+        [cluster("a", upstreams["a"])],
+        stream_idle_timeout="0.4s",
+    )
+    started = time.monotonic()
+    resp = rawhttp.get(port, "/?delay=3")
+    assert resp.status == 504 and time.monotonic() - started < 2.5
+    assert 'response_flags="SI"' in mesh.proxy.prometheus()
+    # A slow but steady stream is not idle: a 2 MB body arrives over several reads.
+    assert len(rawhttp.get(port, "/?size=2000000").body) == 2000000
