@@ -9,7 +9,8 @@ cdef class _Head:
     cdef public bytes raw
     cdef public bint hop_by_hop
     cdef list _headers
-    cdef list _forwarded_headers(self, bint keep_upgrade)
+    cdef object _conn_drop
+    cdef bytes _forward(self, bytes first, bint keep_upgrade, bytes tail)
 
 cdef class RequestHead(_Head):
     cdef public bytes method

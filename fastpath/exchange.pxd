@@ -10,7 +10,6 @@ cdef class Exchange:
     cdef public DownstreamConnection conn
     cdef public object head
     cdef public double start
-    cdef public double start_wall
     cdef public Route route
     cdef public RouteAction action
     cdef public Cluster cluster
@@ -46,7 +45,7 @@ cdef class Exchange:
     cdef public double upstream_start
     cdef public object upstream_time
     cdef public long filter_index
-    cdef public dict filter_state
+    cdef public object filter_state
     cdef public long activity
     cdef public long idle_seen
     cdef public double idle_check

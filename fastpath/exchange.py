@@ -64,7 +64,6 @@ class Exchange:
         "retry_timer",
         "route",
         "start",
-        "start_wall",
         "status",
         "try_deadline",
         "tunnel",
@@ -80,7 +79,6 @@ class Exchange:
         self.conn = conn
         self.head = head
         self.start = time.monotonic()
-        self.start_wall = time.time()
         self.route: Route | None = None
         self.action: RouteAction | None = None
         self.cluster: Cluster | None = None
@@ -96,7 +94,7 @@ class Exchange:
         self.retry_timer: Any = None
         self.body: list[bytes] | None = None  # kept for retries
         self.body_size = 0
-        self.pending_body: list[bytes] = []  # arrived before the upstream connection
+        self.pending_body: list[bytes] | None = None  # arrived before the upstream connection
         self.request_complete = False
         self.response_started = False
         self.response_complete = False
@@ -116,13 +114,13 @@ class Exchange:
         self.upstream_start = 0.0
         self.upstream_time: int | None = None
         self.filter_index = 0
-        self.filter_state: dict[str, Any] = {}
+        self.filter_state: dict[str, Any] | None = None  # made by the filters that need it
         # Stream idle timeout without a clock read per event: events bump ``activity``; the timer
         # checks it every stream_idle_timeout and fires when it has not moved.
         self.activity = 0
         self.idle_seen = 0
         self.idle_check = 0.0
-        idle = conn.hcm.stream_idle_timeout
+        idle = conn.stream_idle_timeout
         if idle:
             self.idle_check = self.start + idle
             conn.watch(self.idle_check)
@@ -133,7 +131,6 @@ class Exchange:
         """Route the request, run the filters, hand it to the router."""
         conn = self.conn
         head = self.head
-        hcm = conn.hcm
         if head.method == b"CONNECT" or (head.upgrade and not self._upgrade_allowed()):
             self.local_reply(403, b"", "DPE" if head.method == b"CONNECT" else "-", "upgrade_failed")
             return
@@ -148,7 +145,7 @@ class Exchange:
             self.local_reply(404, b"", "NR", "route_not_found")
             return
         self.route = route
-        if self.request_id is None and hcm.generate_request_id:
+        if self.request_id is None and conn.generate_request_id:
             # Sidecars treat requests as internal (use_remote_address false): an incoming ID is kept.
             self.request_id = headers.request_id()
         if route.direct is not None:
@@ -167,7 +164,7 @@ class Exchange:
 
     def resume(self) -> None:
         """Run the filters from where they stopped, then the router."""
-        chain = self.conn.hcm.filters
+        chain = self.conn.filters
         while self.filter_index < len(chain):
             f = chain[self.filter_index]
             self.filter_index += 1
@@ -294,7 +291,7 @@ class Exchange:
             upstream.send(b"".join(self.body))
         elif self.pending_body:
             upstream.send(b"".join(self.pending_body))
-        self.pending_body = []
+        self.pending_body = None
         if self.conn.paused:
             self.conn.resume_reading()  # PAUSE_CONNECT: the body may flow now
         if self.request_complete:
@@ -318,7 +315,7 @@ class Exchange:
             self.body_size += end - start
             if self.body_size > RETRY_BUFFER_LIMIT:
                 if self.upstream is None and not self.done:
-                    self.pending_body.extend(self.body)
+                    self.pending_body = [*(self.pending_body or ()), *self.body]
                 self.body = None  # too big to replay: no more retries
                 self.retries_left = 0
             else:
@@ -327,6 +324,8 @@ class Exchange:
             self.upstream.send(chunk)
             return
         if self.body is None:
+            if self.pending_body is None:
+                self.pending_body = []
             self.pending_body.append(chunk)
         # No upstream connection yet: the rest of the body waits in the socket until there is one.
         self.conn.pause_reading()
@@ -365,7 +364,7 @@ class Exchange:
         self.status = status
         self.response_head = head
         self.upstream_time = int((time.monotonic() - self.upstream_start) * 1000)
-        for f in self.conn.hcm.filters:
+        for f in self.conn.filters:
             f.on_response(self)
         if self.done:
             return
@@ -380,13 +379,9 @@ class Exchange:
 
     def _downstream_head(self, head: Any) -> bytes:
         route = self.route
-        hcm = self.conn.hcm
+        conn = self.conn
         extra = b"x-envoy-upstream-service-time: %d\r\n" % self.upstream_time
-        if (
-            hcm.always_set_request_id_in_response
-            and self.request_id is not None
-            and head.get(b"x-request-id") is None
-        ):
+        if conn.request_id_in_response and self.request_id is not None and head.get(b"x-request-id") is None:
             extra += b"x-request-id: " + self.request_id + b"\r\n"
         set_headers: dict[bytes, bytes] = {}
         remove: frozenset[bytes] = frozenset()
@@ -397,8 +392,8 @@ class Exchange:
                 else:
                     set_headers[name] = value
             remove = route.response_headers_to_remove
-        if hcm.server_name:
-            set_headers[b"server"] = hcm.server_name
+        if conn.server_name:
+            set_headers[b"server"] = conn.server_name
         connection = self._connection_token()
         if set_headers or remove:
             return headers.rebuild_response(head, remove, set_headers, extra, connection)
@@ -584,7 +579,7 @@ class Exchange:
                     self.local_reply(408, b"stream timeout", "SI", "stream_idle_timeout")
                 return 0.0
             self.idle_seen = self.activity
-            self.idle_check = now + self.conn.hcm.stream_idle_timeout
+            self.idle_check = now + self.conn.stream_idle_timeout
         nxt = [d for d in (self.deadline, self.try_deadline, self.idle_check) if d]
         return min(nxt) if nxt else 0.0
 
@@ -693,7 +688,7 @@ class Exchange:
         close = not self.keep_alive or self.conn.draining
         if close:
             self.keep_alive = False
-        if self.request_id is not None and self.conn.hcm.always_set_request_id_in_response:
+        if self.request_id is not None and self.conn.request_id_in_response:
             extra += b"x-request-id: " + self.request_id + b"\r\n"
         data = headers.local_reply(
             status, body, close=close, extra=extra, head_only=self.head.method == b"HEAD"
@@ -719,7 +714,7 @@ class Exchange:
             self.connecting.cancel()
             self.connecting = None
         self._end_attempt()
-        for f in self.conn.hcm.filters:
+        for f in self.conn.filters:
             f.on_complete(self)
         self.conn.exchange_done(self)
 
@@ -733,6 +728,11 @@ class Exchange:
         self.finish()
 
     # -- for access logs ------------------------------------------------------------------------
+
+    @property
+    def start_wall(self) -> float:
+        """Wall-clock start, for logs: derived, so that requests do not pay for a second clock read."""
+        return time.time() - (time.monotonic() - self.start)
 
     @property
     def duration_ms(self) -> int:

@@ -194,21 +194,30 @@ class _Head:
         """Every value of header ``name`` (lower-case), in order."""
         return [value for key, value in self.headers if key == name]
 
-    def _forwarded_headers(self, keep_upgrade: bool) -> list[bytes]:
-        """Header lines without the hop-by-hop ones (and those the Connection header names)."""
+    def _forward(self, first: bytes, keep_upgrade: bool, tail: bytes) -> bytes:
+        """``first`` (a new start line), then the header lines as received (byte for byte) except the
+        hop-by-hop ones and those the Connection header names, then ``tail``."""
         drop = set(HOP_BY_HOP)
         for token in _codings(self.get_all(b"connection")):
             drop.add(token)
         if keep_upgrade:
             drop.discard(b"upgrade")
-        out: list[bytes] = []
-        for name, value in self.headers:
-            if name in drop and not (name == b"te" and value.lower() == b"trailers"):
+        raw = self.raw
+        out = [first]
+        pos = raw.index(b"\n") + 1
+        end = len(raw) - 2  # the blank line
+        while pos < end:
+            lf = raw.index(b"\n", pos)
+            colon = raw.index(b":", pos, lf)
+            name = raw[pos:colon].lower()
+            trailers = name == b"te" and raw[colon + 1 : lf].strip(b" \t\r").lower() == b"trailers"
+            if name in drop and not trailers:
+                pos = lf + 1
                 continue
-            out += (name, b": ", value, b"\r\n")
-        if keep_upgrade:
-            out.append(b"connection: upgrade\r\n")
-        return out
+            out.append(raw[pos : lf + 1])
+            pos = lf + 1
+        out.append(tail)
+        return b"".join(out)
 
 
 class RequestHead(_Head):
@@ -231,10 +240,9 @@ class RequestHead(_Head):
         (each ending in CRLF) appended. Forwarded raw when nothing needs removing."""
         if self.version == "1.1" and not self.hop_by_hop:
             return self.raw[:-2] + extra + b"\r\n" if extra else self.raw
-        out = [self.method, b" ", self.target, b" HTTP/1.1\r\n"]
-        out += self._forwarded_headers(self.upgrade and self.method != b"CONNECT")
-        out += (extra, b"\r\n")
-        return b"".join(out)
+        upgrade = self.upgrade and self.method != b"CONNECT"
+        tail = (b"connection: upgrade\r\n" if upgrade else b"") + extra + b"\r\n"
+        return self._forward(b"%s %s HTTP/1.1\r\n" % (self.method, self.target), upgrade, tail)
 
     def __repr__(self) -> str:
         return (
@@ -259,12 +267,12 @@ class ResponseHead(_Head):
         appended, and ``connection: <connection>`` when given (close, keep-alive for HTTP/1.0 clients)."""
         if self.version == "1.1" and not self.hop_by_hop and connection is None:
             return self.raw[:-2] + extra + b"\r\n" if extra else self.raw
-        out = [b"HTTP/1.1 %d " % self.status, self.reason, b"\r\n"]
-        out += self._forwarded_headers(self.status == 101)
-        if connection is not None and self.status != 101:
-            out += (b"connection: ", connection, b"\r\n")
-        out += (extra, b"\r\n")
-        return b"".join(out)
+        switching = self.status == 101
+        tail = b"connection: upgrade\r\n" if switching else b""
+        if connection is not None and not switching:
+            tail = b"connection: " + connection + b"\r\n"
+        first = b"HTTP/1.1" + self.raw[8 : self.raw.index(b"\n") + 1]
+        return self._forward(first, switching, tail + extra + b"\r\n")
 
     def __repr__(self) -> str:
         return f"<ResponseHead HTTP/{self.version} {self.status} {len(self.headers)} headers>"

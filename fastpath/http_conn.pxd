@@ -30,6 +30,13 @@ cdef class DownstreamConnection:
     cdef public double head_deadline
     cdef public Outbox outbox
     cdef public list out
+    cdef public tuple filters
+    cdef public double stream_idle_timeout
+    cdef public double idle_timeout
+    cdef public bint generate_request_id
+    cdef public bint request_id_in_response
+    cdef public bytes server_name
+    cdef public tuple access_logs
     cpdef flush(self)
     cpdef _drive(self)
     cpdef write(self, bytes data)

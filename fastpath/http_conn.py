@@ -36,15 +36,19 @@ PAUSE_PIPELINE = 4
 
 class DownstreamConnection:
     __slots__ = (
+        "access_logs",
         "backlog",
         "closing",
         "data",
         "draining",
         "driving",
         "exchange",
+        "filters",
+        "generate_request_id",
         "hcm",
         "head_deadline",
         "idle_deadline",
+        "idle_timeout",
         "local",
         "loop",
         "original_dst",
@@ -55,7 +59,10 @@ class DownstreamConnection:
         "proxy",
         "remote",
         "reporter",
+        "request_id_in_response",
         "requests",
+        "server_name",
+        "stream_idle_timeout",
         "suspended",
         "timer",
         "timer_at",
@@ -89,6 +96,14 @@ class DownstreamConnection:
         self.head_deadline = 0.0
         self.outbox: Outbox = OUTBOX
         self.out: list[bytes] = []
+        # The HCM settings read on every request, copied out of the (Python) config object.
+        self.filters = hcm.filters
+        self.stream_idle_timeout = hcm.stream_idle_timeout
+        self.idle_timeout = hcm.idle_timeout
+        self.generate_request_id = hcm.generate_request_id
+        self.request_id_in_response = hcm.always_set_request_id_in_response
+        self.server_name = hcm.server_name
+        self.access_logs = hcm.access_logs
 
     # -- asyncio protocol -----------------------------------------------------------------------
 
@@ -227,7 +242,7 @@ class DownstreamConnection:
             self.out.append(data)
             return
         t = self.transport
-        if t is not None and not t.is_closing():
+        if t is not None and not self.closing:
             t.write(data)
 
     def flush(self) -> None:
@@ -236,7 +251,7 @@ class DownstreamConnection:
             return
         self.out = []
         t = self.transport
-        if t is not None and not t.is_closing():
+        if t is not None and not (self.closing and t.is_closing()):
             if len(out) == 1:
                 t.write(out[0])
             else:
@@ -265,13 +280,13 @@ class DownstreamConnection:
         if self.exchange is ex:
             self.exchange = None
         self.proxy.stats.http_done(self.reporter, ex)
-        for log in self.hcm.access_logs:
+        for log in self.access_logs:
             log.log(_Record(ex, self))
         if not ex.keep_alive or self.draining or self.closing:
             self.close()
             return
-        if self.hcm.idle_timeout:
-            self.idle_deadline = time.monotonic() + self.hcm.idle_timeout
+        if self.idle_timeout:
+            self.idle_deadline = time.monotonic() + self.idle_timeout
             self.watch(self.idle_deadline)
         if self.driving:
             return  # answered while its own head was being read: the loop in _drive goes on

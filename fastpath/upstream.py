@@ -111,6 +111,7 @@ class UpstreamConnection:
             self.close()
 
     def eof_received(self) -> bool:
+        self.keep_alive = False  # never handed out again, even before connection_lost says it is gone
         try:
             if self.parser.finish() and self.exchange is not None and not self.discarding:
                 self.keep_alive = False
@@ -249,8 +250,7 @@ def acquire(host: Host, ex: Exchange) -> None:
     idle = host.idle
     while idle:
         conn = idle.pop()
-        t = conn.transport
-        if t is not None and not t.is_closing() and not conn.closed:
+        if conn.keep_alive and not conn.closed:
             ex.on_pool_ready(conn)
             return
         conn.close()

@@ -216,3 +216,21 @@ def test_forwarded_heads_agree(data: bytes) -> None:
         assert out == b.for_upstream(extra)
         [again, *_] = slow.RequestParser().feed(out)
         assert (again.method, again.target, again.version) == (a.method, a.target, "1.1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=responses, connection=st.sampled_from([None, b"close", b"keep-alive"]))
+def test_forwarded_response_heads_agree(data: bytes, connection: bytes | None) -> None:
+    a, b = slow.ResponseParser(), fast.ResponseParser()
+    for p in (a, b):
+        p.expect(b"GET", True)
+        p.expect(b"GET", False)
+    try:
+        heads = [e for e in a.feed(data) if isinstance(e, slow.ResponseHead)]
+    except slow.HttpParseError:
+        return
+    fast_heads = [e for e in b.feed(data) if isinstance(e, fast.ResponseHead)]
+    for x, y in zip(heads, fast_heads, strict=True):
+        assert x.for_downstream(b"x-extra: 1\r\n", connection) == y.for_downstream(
+            b"x-extra: 1\r\n", connection
+        )
