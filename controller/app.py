@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from controller.metrics import Metrics
 from controller.model.snapshot import MeshState, SnapshotUpdate
@@ -55,6 +54,7 @@ class Controller:
         self._grpc: grpc.aio.Server | None = None
         self._debug: Any = None
         self.pushes_done = 0
+        self.last_flush_started = 0.0  # monotonic; when the latest debounced batch began translating
 
     def _current_translator(self) -> Translator:
         assert self.translator is not None, "streams wait for the controller to be ready"
@@ -72,7 +72,7 @@ class Controller:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, self._grpc)
+        self._grpc.add_generic_rpc_handlers((self.ads.handler(),))
         self.xds_port = self._grpc.add_insecure_port(f"{self.host}:{self.xds_port}")
         await self._grpc.start()
         if self.debug_port is not None:
@@ -95,6 +95,7 @@ class Controller:
 
     async def _flush(self, batch: list[Change], first_seen: float) -> None:
         translator = self._current_translator()
+        self.last_flush_started = time.monotonic()
         update = self.state.apply(batch)
         self._account(update)
         if not update.changes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.xds.generator import ResourceMap, Translator, inbound_resources
+from controller.xds.held import REBASE_AFTER, HeldVersions
 from controller.xds.node import ProxyNode
 from controller.xds.resources import PUSH_ORDER, WILDCARD_TYPES, Resource
 from controller.xds.scope import ScopeKey, find_pod
@@ -26,10 +27,10 @@ _conn_ids = itertools.count(1)
 
 @dataclass(slots=True)
 class Pending:
-    """A response in flight: what it carried and when the change behind it was first seen."""
+    """A response in flight: how much it carried and when the change behind it was first seen."""
 
     nonce: str
-    versions: dict[str, str | None]  # name -> version sent (None: removed)
+    resources: int
     changed_at: float | None
     sent_at: float
 
@@ -38,8 +39,8 @@ class Pending:
 class Watch:
     type_url: str
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    held: dict[str, str] = field(default_factory=dict)  # name -> version the proxy was sent (and keeps)
+    names: frozenset[str] = frozenset()  # interned: proxies with equal subscriptions share one set
+    held: HeldVersions = field(default_factory=HeldVersions)  # name -> version the proxy was sent (and keeps)
     pending: dict[str, Pending] = field(default_factory=dict)  # nonce -> response awaiting ACK
     last_nonce: str = ""
     acked_nonce: str = ""
@@ -69,7 +70,6 @@ class Connection:
         self.connected_at = time.time()
         self.watches: dict[str, Watch] = {}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._nonces = itertools.count(1)
         self.translator = translator
         self.scope_key: ScopeKey = translator.scope_key(node)
         self.inbound: ResourceMap = self._inbound()
@@ -97,9 +97,6 @@ class Connection:
         if w is None:
             w = self.watches[type_url] = Watch(type_url)
         return w
-
-    def next_nonce(self) -> str:
-        return str(next(self._nonces))
 
     # -- diffs --
     def delta_for(self, w: Watch, names: Iterable[str] | None) -> tuple[list[Resource], list[str]]:
@@ -145,14 +142,16 @@ class Connection:
     def record_sent(
         self, w: Watch, nonce: str, sent: Iterable[Resource], removed: Iterable[str], changed_at: float | None
     ) -> None:
-        versions: dict[str, str | None] = {}
+        count = 0
         for r in sent:
             w.held[r.name] = r.version
-            versions[r.name] = r.version
+            count += 1
         for name in removed:
             w.held.pop(name, None)
-            versions[name] = None
-        w.pending[nonce] = Pending(nonce, versions, changed_at, time.monotonic())
+            count += 1
+        if len(w.held.over) > REBASE_AFTER:
+            w.held.rebase(self.translator.view(self.scope_key).version_map(w.type_url))
+        w.pending[nonce] = Pending(nonce, count, changed_at, time.monotonic())
         w.last_nonce = nonce
         # Keep the bookkeeping bounded when a proxy never answers.
         while len(w.pending) > 16:

@@ -87,11 +87,23 @@ class ScopeView:
     def __init__(self, key: ScopeKey) -> None:
         self.key = key
         self.version = 0
+        self.generation = 0  # bumped whenever resources change
         self.bundles: dict[str, HostBundle] = {}
         self.resources: ResourceMap = empty_map()
         self.port_hosts: dict[int, set[str]] = {}  # sidecar HTTP port -> hosts with a virtual host on it
         self.tcp_port_hosts: dict[int, set[str]] = {}  # port -> VIP-less TCP hosts wanting 0.0.0.0_<port>
+        self._version_maps: dict[str, tuple[int, dict[str, str]]] = {}
         self.allow_any: bool | None = None
+
+    def version_map(self, type_url: str) -> dict[str, str]:
+        """name -> version of this type now; one shared, never-mutated dict per view update (proxies keep
+        what they hold as a difference from it)."""
+        cached = self._version_maps.get(type_url)
+        if cached is not None and cached[0] == self.generation:
+            return cached[1]
+        built = {name: r.version for name, r in self.resources[type_url].items()}
+        self._version_maps[type_url] = (self.generation, built)
+        return built
 
     # -- inputs of a host bundle --
     def _inputs(self, reg: Registry, scope: Scope, svc: MeshService) -> tuple[Any, ...]:
@@ -216,6 +228,8 @@ class ScopeView:
             for port in touched_ports:
                 self._assemble_port(port, scope, changed)
         self.version = reg.snapshot.version
+        if any(changed.values()):
+            self.generation += 1
         return changed
 
     def _remove(

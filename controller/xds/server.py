@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from controller.metrics import Metrics
-from controller.xds.connection import Connection, Watch, is_wildcard_request
+from controller.xds.connection import Connection, Pending, Watch, is_wildcard_request
 from controller.xds.generator import ChangeSummary, Translator
+from controller.xds.held import HeldVersions
 from controller.xds.node import NodeError, parse_node
 from controller.xds.pushlog import PushLog
 from controller.xds.resources import PUSH_ORDER, SHORT_NAMES, Resource
@@ -30,13 +32,14 @@ from mizzen import logs
 log = logs.get("xds.server")
 
 DELTA, SOTW = "delta", "sotw"
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
 def _short(type_url: str) -> str:
     return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1]).lower()
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+class AdsServer:
     def __init__(
         self,
         translator: Callable[[], Translator],
@@ -52,7 +55,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.ready = ready
         self.push_throttle = max(1, push_throttle)
         self.connections: dict[str, Connection] = {}
-        self._causes: tuple[object, ...] = ()
+        self._bodies: dict[tuple[Any, ...], tuple[str, bytes]] = {}
+        self._nonces = itertools.count(1)
+        self._names: dict[frozenset[str], frozenset[str]] = {}
+        self._counters: dict[str, tuple[Any, Any]] = {}
+        # Called with (connection, type URL, acknowledged response); benchmarks and tests observe with it.
+        self.ack_observers: list[Callable[[Connection, str, Pending], None]] = []
 
     # -- streams --
     async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
@@ -126,8 +134,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             )
             return
         pending = conn.on_ack(w, nonce)
-        if pending is not None and pending.changed_at is not None:
+        if pending is None:
+            return
+        if pending.changed_at is not None:
             self.metrics.convergence.observe(time.monotonic() - pending.changed_at)
+        for observer in self.ack_observers:
+            observer(conn, w.type_url, pending)
 
     # -- Delta --
     def _on_delta_request(self, conn: Connection, req: Any) -> None:
@@ -148,16 +160,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         elif "*" in subscribe and not w.wildcard:
             w.wildcard = True
             added.add("*")
-        for name in subscribe:
-            if name != "*" and name not in w.names:
-                w.names.add(name)
-                added.add(name)
-        for name in req.resource_names_unsubscribe:
-            if name == "*":
+        fresh = {name for name in subscribe if name != "*" and name not in w.names}
+        if fresh:
+            added |= fresh
+            w.names = self._intern(w.names | fresh)
+        gone = set(req.resource_names_unsubscribe)
+        if gone:
+            if "*" in gone:
                 w.wildcard = False
-            else:
-                w.names.discard(name)
-            w.held.pop(name, None)  # the proxy drops what it unsubscribed from
+            w.names = self._intern(w.names - gone)
+            for name in gone:
+                w.held.pop(name, None)  # the proxy drops what it unsubscribed from
         if first:
             self._send_delta(conn, w, None, changed_at=None, always=True)
         elif added:
@@ -176,23 +189,53 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         send, removed = conn.delta_for(w, names)
         if not send and not removed and not always:
             return
-        translator = conn.translator
-        nonce = conn.next_nonce()
-        response = discovery_pb2.DeltaDiscoveryResponse(
-            type_url=w.type_url, nonce=nonce, system_version_info=str(translator.snapshot.version)
-        )
-        size = 0
-        for r in send:
-            response.resources.append(
-                discovery_pb2.Resource(
-                    name=r.name, version=r.version, resource=any_pb2.Any(type_url=r.type_url, value=r.body)
-                )
+        version = str(conn.translator.snapshot.version)
+        key = (DELTA, w.type_url, version, tuple((r.name, r.version) for r in send), tuple(removed))
+        nonce, encoded = self._shared(key, w)
+        if encoded is None:
+            response = discovery_pb2.DeltaDiscoveryResponse(
+                type_url=w.type_url, system_version_info=version, nonce=nonce
             )
-            size += len(r.body)
-        response.removed_resources.extend(removed)
+            for r in send:
+                response.resources.append(
+                    discovery_pb2.Resource(
+                        name=r.name,
+                        version=r.version,
+                        resource=any_pb2.Any(type_url=r.type_url, value=r.body),
+                    )
+                )
+            response.removed_resources.extend(removed)
+            encoded = self._remember(key, nonce, response.SerializeToString())
         conn.record_sent(w, nonce, send, removed, changed_at)
-        self._account(conn, w, nonce, size, [r.name for r in send], removed, causes)
-        conn.queue.put_nowait(response)
+        self._account(conn, w, nonce, sum(len(r.body) for r in send), [r.name for r in send], removed, causes)
+        conn.queue.put_nowait(encoded)
+
+    def _shared(self, key: tuple[Any, ...], w: Watch) -> tuple[str, bytes | None]:
+        """The nonce and encoding of a response with this content, if one was built already.
+
+        A response is encoded once per content and the same bytes go to every proxy that gets it, nonce
+        included: nonces only need to be distinct within one stream, and each encoding gets a fresh one
+        from a controller-wide counter. A stream never gets the same encoding twice in a row for a type.
+        """
+        found = self._bodies.get(key)
+        if found is not None and found[0] != w.last_nonce:
+            return found
+        return str(next(self._nonces)), None
+
+    def _remember(self, key: tuple[Any, ...], nonce: str, body: bytes) -> bytes:
+        if len(self._bodies) >= 256:
+            self._bodies.clear()
+        self._bodies[key] = (nonce, body)
+        return body
+
+    def _intern(self, names: frozenset[str]) -> frozenset[str]:
+        """One shared set per distinct subscription (a thousand proxies subscribe to the same EDS names)."""
+        found = self._names.get(names)
+        if found is None:
+            if len(self._names) >= 4096:
+                self._names.clear()
+            found = self._names[names] = names
+        return found
 
     # -- SotW --
     def _on_sotw_request(self, conn: Connection, req: Any) -> None:
@@ -211,7 +254,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         )
         names.discard("*")
         if first or names != w.names or wildcard != w.wildcard:
-            w.names, w.wildcard = names, wildcard
+            w.names, w.wildcard = self._intern(frozenset(names)), wildcard
             self._send_sotw(conn, w, changed_at=None, force=True)
 
     def _send_sotw(
@@ -231,21 +274,24 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         version = digest.hexdigest()
         if version == w.sotw_version and not force:
             return
-        nonce = conn.next_nonce()
-        response = discovery_pb2.DiscoveryResponse(type_url=w.type_url, nonce=nonce, version_info=version)
-        size = 0
-        for r in state:
-            response.resources.append(any_pb2.Any(type_url=r.type_url, value=r.body))
-            size += len(r.body)
-        previous = dict(w.held)
+        key = (SOTW, w.type_url, version)
+        nonce, encoded = self._shared(key, w)
+        if encoded is None:
+            response = discovery_pb2.DiscoveryResponse(type_url=w.type_url, version_info=version, nonce=nonce)
+            for r in state:
+                response.resources.append(any_pb2.Any(type_url=r.type_url, value=r.body))
+            encoded = self._remember(key, nonce, response.SerializeToString())
         current = {r.name: r.version for r in state}
-        changed = [n for n, v in current.items() if previous.get(n) != v]
-        removed = [n for n in previous if n not in current]
-        w.held = {}
+        changed = [n for n, v in current.items() if w.held.get(n) != v]
+        removed = [n for n in w.held if n not in current]
+        # What the proxy holds now is exactly this state: kept as a difference from the scope's shared map.
+        w.held = HeldVersions(conn.translator.view(conn.scope_key).version_map(w.type_url))
+        for name in [n for n in w.held.base if n not in current]:
+            w.held.pop(name)
         conn.record_sent(w, nonce, state, (), changed_at)
         w.sotw_version = version
-        self._account(conn, w, nonce, size, changed, removed, causes)
-        conn.queue.put_nowait(response)
+        self._account(conn, w, nonce, sum(len(r.body) for r in state), changed, removed, causes)
+        conn.queue.put_nowait(encoded)
 
     def _account(
         self,
@@ -257,9 +303,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         removed: list[str],
         causes: tuple[object, ...],
     ) -> None:
-        short = _short(w.type_url)
-        self.metrics.pushes.labels(short).inc()
-        self.metrics.sent_bytes.labels(short).inc(size)
+        counters = self._counters.get(w.type_url)
+        if counters is None:
+            short = _short(w.type_url)
+            counters = self._counters[w.type_url] = (
+                self.metrics.pushes.labels(short),
+                self.metrics.sent_bytes.labels(short),
+            )
+        counters[0].inc()
+        counters[1].inc(size)
         self.push_log.record(
             conn.node.id, w.type_url, nonce, changed, removed, causes, conn.translator.snapshot.version
         )
@@ -272,6 +324,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         (and ACKs keep being read) during a large fan-out.
         """
         pushed = 0
+        self._bodies.clear()
         for i, conn in enumerate(list(self.connections.values())):
             if i and i % self.push_throttle == 0:
                 await asyncio.sleep(0)
@@ -301,6 +354,28 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def status(self) -> list[dict[str, Any]]:
         return [c.status() for c in self.connections.values()]
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The ADS service with pre-encoded responses (the streams yield bytes, see ``_remember``)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.StreamAggregatedResources,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=_identity,
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.DeltaAggregatedResources,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=_identity,
+                ),
+            },
+        )
+
+
+def _identity(body: bytes) -> bytes:
+    return body
 
 
 def resources_of(conn: Connection) -> dict[str, dict[str, Resource]]:
