@@ -1,5 +1,6 @@
 # The compiled face of exchange.py.
 
+from fastpath._http1 cimport RequestHead, ResponseHead
 from fastpath.clusters cimport Cluster, Host
 from fastpath.http_conn cimport DownstreamConnection
 from fastpath.routing cimport Route, RouteAction
@@ -8,7 +9,7 @@ from fastpath.upstream cimport UpstreamConnection
 
 cdef class Exchange:
     cdef public DownstreamConnection conn
-    cdef public object head
+    cdef public RequestHead head
     cdef public double start
     cdef public Route route
     cdef public RouteAction action
@@ -29,7 +30,7 @@ cdef class Exchange:
     cdef public bint request_complete
     cdef public bint response_started
     cdef public bint response_complete
-    cdef public object response_head
+    cdef public ResponseHead response_head
     cdef public bint tunnel
     cdef public long tunnel_eofs
     cdef public bint done
@@ -54,7 +55,7 @@ cdef class Exchange:
     cpdef request_data(self, bytes data, Py_ssize_t start, Py_ssize_t end)
     cpdef request_end(self)
     cpdef on_pool_ready(self, UpstreamConnection upstream)
-    cpdef on_response_head(self, UpstreamConnection upstream, object head)
+    cpdef on_response_head(self, UpstreamConnection upstream, ResponseHead head)
     cpdef on_response_data(self, bytes data, Py_ssize_t start, Py_ssize_t end)
     cpdef on_response_end(self, UpstreamConnection upstream)
     cpdef double on_timer(self, double now)

@@ -183,7 +183,7 @@ class Exchange:
             if action.weighted is None
             else action.weighted.pick(random.randrange(action.weighted.total))
         )
-        cluster = self.conn.proxy.clusters.get(name)
+        cluster = self.conn.clusters.get(name)
         if cluster is None:
             self.local_reply(503, b"", "NC", "cluster_not_found")
             return

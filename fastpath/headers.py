@@ -7,10 +7,10 @@ the codec); only requests whose route changes the head come here.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable
 
+from fastpath.http1 import request_id  # noqa: F401 - the codec makes them (C when compiled)
 from fastpath.http1_py import HOP_BY_HOP
 
 _REASONS = {
@@ -41,21 +41,10 @@ _REASONS = {
     505: b"HTTP Version Not Supported",
 }
 
-# Request IDs must be unique, not secret: the fast generator is enough.
-_getrandbits = random.getrandbits
 
 
 def reason(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
-
-
-def request_id() -> bytes:
-    """A random UUID (version 4), as Envoy generates for x-request-id."""
-    n = _getrandbits(128)
-    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
-    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
-    h = b"%032x" % n
-    return h[:8] + b"-" + h[8:12] + b"-" + h[12:16] + b"-" + h[16:20] + b"-" + h[20:]
 
 
 def http_date(now: float | None = None) -> bytes:

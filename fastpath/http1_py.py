@@ -21,6 +21,7 @@ plus the proxy's own header lines (``for_upstream`` / ``for_downstream``), witho
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -43,6 +44,7 @@ __all__ = [
     "ResponseHead",
     "ResponseParser",
     "Tunnel",
+    "request_id",
     "serialize_headers",
     "serialize_request_head",
     "serialize_response_head",
@@ -859,3 +861,12 @@ def serialize_response_head(
     _check_headers(headers, out)
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def request_id() -> bytes:
+    """A random UUID (version 4) as text, as Envoy generates for x-request-id (unique, not secret)."""
+    n = random.getrandbits(128)
+    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
+    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    h = b"%032x" % n
+    return h[:8] + b"-" + h[8:12] + b"-" + h[12:16] + b"-" + h[16:20] + b"-" + h[20:]

@@ -1,7 +1,9 @@
 # The compiled face of http_conn.py.
 
 from fastpath._http1 cimport RequestParser
+from fastpath.clusters cimport ClusterManager
 from fastpath.exchange cimport Exchange
+from fastpath.stats cimport Stats
 from fastpath.outbox cimport Outbox
 
 
@@ -37,6 +39,8 @@ cdef class DownstreamConnection:
     cdef public bint request_id_in_response
     cdef public bytes server_name
     cdef public tuple access_logs
+    cdef public Stats stats
+    cdef public ClusterManager clusters
     cpdef flush(self)
     cpdef _drive(self)
     cpdef write(self, bytes data)

@@ -39,6 +39,7 @@ class DownstreamConnection:
         "access_logs",
         "backlog",
         "closing",
+        "clusters",
         "data",
         "draining",
         "driving",
@@ -62,6 +63,7 @@ class DownstreamConnection:
         "request_id_in_response",
         "requests",
         "server_name",
+        "stats",
         "stream_idle_timeout",
         "suspended",
         "timer",
@@ -104,6 +106,8 @@ class DownstreamConnection:
         self.request_id_in_response = hcm.always_set_request_id_in_response
         self.server_name = hcm.server_name
         self.access_logs = hcm.access_logs
+        self.stats = proxy.stats
+        self.clusters = proxy.clusters
 
     # -- asyncio protocol -----------------------------------------------------------------------
 
@@ -249,13 +253,13 @@ class DownstreamConnection:
         out = self.out
         if not out:
             return
-        self.out = []
         t = self.transport
         if t is not None and not (self.closing and t.is_closing()):
             if len(out) == 1:
                 t.write(out[0])
             else:
-                t.writelines(out)
+                t.writelines(out)  # the transport keeps the buffers, not the list: it can be reused
+        out.clear()
 
     def write_eof(self) -> None:
         self.flush()
@@ -279,7 +283,7 @@ class DownstreamConnection:
         """An exchange finished: count it, log it, then go on with the next request or close."""
         if self.exchange is ex:
             self.exchange = None
-        self.proxy.stats.http_done(self.reporter, ex)
+        self.stats.http_done(self.reporter, ex)
         for log in self.access_logs:
             log.log(_Record(ex, self))
         if not ex.keep_alive or self.draining or self.closing:

@@ -28,9 +28,9 @@ class Outbox:
         self.active = False
         dirty = self.dirty
         if dirty:
-            self.dirty = []
             for conn in dirty:
-                conn.flush()
+                conn.flush()  # straight to the socket: the batch is closed, nothing is added here now
+            dirty.clear()
 
 
 OUTBOX = Outbox()

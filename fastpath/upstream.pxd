@@ -20,6 +20,7 @@ cdef class UpstreamConnection:
     cdef public Outbox outbox
     cdef public list out
     cpdef flush(self)
+    cdef _read(self, bytes data, Exchange ex)
     cpdef send(self, bytes data)
     cpdef start(self, Exchange exchange, bytes head, bytes method, bint upgrade)
     cpdef release(self)

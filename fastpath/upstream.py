@@ -158,13 +158,13 @@ class UpstreamConnection:
         out = self.out
         if not out:
             return
-        self.out = []
         t = self.transport
         if t is not None and not self.closed:
             if len(out) == 1:
                 t.write(out[0])
             else:
-                t.writelines(out)
+                t.writelines(out)  # the transport keeps the buffers, not the list: it can be reused
+        out.clear()
 
     def start(self, exchange: Exchange, head: bytes, method: bytes, upgrade: bool) -> None:
         self.exchange = exchange

@@ -302,3 +302,13 @@ def test_serializers_refuse_injection(h: ModuleType) -> None:
             h.serialize_headers(bad)
     with pytest.raises(ValueError):
         h.serialize_request_head(b"GET", b"/ HTTP/1.1\r\nX: y", [])
+
+
+def test_request_ids_are_uuid4(h: ModuleType) -> None:
+    import uuid
+
+    ids = {h.request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for rid in list(ids)[:50]:
+        u = uuid.UUID(rid.decode())
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u).encode() == rid
