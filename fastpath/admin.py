@@ -1,7 +1,4 @@
-"""The sidecar's HTTP endpoints: Envoy-style admin on 127.0.0.1:15000, readiness on 15021, metrics on 15020.
-
-None of this is on the data path, so it is plain aiohttp.
-"""
+"""The sidecar's endpoints: Envoy-style admin on 127.0.0.1:15000, readiness on 15021, metrics on 15020."""
 
 from __future__ import annotations
 
@@ -11,11 +8,12 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import web
+import orjson
 from google.protobuf import json_format
 
 import fastpath
 from fastpath.config import SHORT
+from fastpath.localhttp import Reply, Routes
 from fastpath.proxy import Proxy
 from mizzen import logs
 
@@ -28,6 +26,8 @@ _LEVELS = {
     "critical": "CRITICAL",
     "off": "CRITICAL",
 }
+TEXT = b"text/plain"
+JSON = b"application/json"
 
 
 def _state(proxy: Proxy) -> str:
@@ -37,30 +37,33 @@ def _state(proxy: Proxy) -> str:
     return "LIVE" if proxy.ready.is_set() else "PRE_INITIALIZING"
 
 
-def admin_app(proxy: Proxy, quit_event: asyncio.Event) -> web.Application:
-    async def ready(_: web.Request) -> web.Response:
-        state = _state(proxy)
-        return web.Response(status=200 if state == "LIVE" else 503, text=state + "\n")
+def _text(lines: list[str]) -> Reply:
+    return 200, ("\n".join(lines) + "\n").encode(), TEXT
 
-    async def config_dump(_: web.Request) -> web.Response:
+
+def admin_routes(proxy: Proxy, quit_event: asyncio.Event) -> Routes:
+    def ready(_: dict[str, str]) -> Reply:
+        state = _state(proxy)
+        return (200 if state == "LIVE" else 503), (state + "\n").encode(), TEXT
+
+    def config_dump(_: dict[str, str]) -> Reply:
         dump: dict[str, Any] = {"version": proxy.config.version}
         for type_url, resources in proxy.config.raw.items():
-            kind = SHORT.get(type_url, type_url)
-            dump[kind] = [
+            dump[SHORT.get(type_url, type_url)] = [
                 json_format.MessageToDict(m, preserving_proto_field_name=True) for m in resources.values()
             ]
-        return web.json_response(dump)
+        return 200, orjson.dumps(dump), JSON
 
-    async def stats(_: web.Request) -> web.Response:
+    def stats(_: dict[str, str]) -> Reply:
         lines = [f"{k}: {v}" for k, v in sorted(proxy.stats.named.items())]
         for cluster in proxy.clusters.clusters.values():
             for stat, value in sorted(cluster.stats.items()):
                 lines.append(f"cluster.{cluster.name}.{stat}: {value}")
         lines.append(f"server.total_connections: {proxy.active_connections}")
         lines.append(f"server.state: {0 if proxy.ready.is_set() and not proxy.draining else 1}")
-        return web.Response(text="\n".join(lines) + "\n")
+        return _text(lines)
 
-    async def clusters(_: web.Request) -> web.Response:
+    def clusters(_: dict[str, str]) -> Reply:
         now = time.monotonic()
         lines = []
         for name, cluster in sorted(proxy.clusters.clusters.items()):
@@ -76,10 +79,10 @@ def admin_app(proxy: Proxy, quit_event: asyncio.Event) -> web.Application:
                 lines.append(f"{prefix}::weight::{host.weight}")
                 health = "/failed_outlier_check" if host.ejected_until > now else "healthy"
                 lines.append(f"{prefix}::health_flags::{health}")
-        return web.Response(text="\n".join(lines) + "\n")
+        return _text(lines)
 
-    async def server_info(_: web.Request) -> web.Response:
-        xds = getattr(proxy, "xds", None)
+    def server_info(_: dict[str, str]) -> Reply:
+        xds = proxy.xds
         info = {
             "state": _state(proxy),
             "uptime_s": round(time.time() - proxy.stats.started, 3),
@@ -89,59 +92,53 @@ def admin_app(proxy: Proxy, quit_event: asyncio.Event) -> web.Application:
             "active_connections": proxy.active_connections,
             "xds": xds.status() if xds is not None else None,
         }
-        return web.json_response(info)
+        return 200, orjson.dumps(info), JSON
 
-    async def quitquitquit(_: web.Request) -> web.Response:
+    def quitquitquit(_: dict[str, str]) -> Reply:
         quit_event.set()
-        return web.Response(text="OK\n")
+        return 200, b"OK\n", TEXT
 
-    async def drain_listeners(_: web.Request) -> web.Response:
+    def drain_listeners(_: dict[str, str]) -> Reply:
         proxy.stop_listening()
-        return web.Response(text="OK\n")
+        return 200, b"OK\n", TEXT
 
-    async def logging_(request: web.Request) -> web.Response:
-        level = request.query.get("level")
+    def logging_(params: dict[str, str]) -> Reply:
+        level = params.get("level")
         if level is not None:
             if level not in _LEVELS:
-                return web.Response(status=400, text=f"unknown level {level!r}\n")
+                return 400, f"unknown level {level!r}\n".encode(), TEXT
             logs.setup(_LEVELS[level])
-        return web.Response(text=f"active level: {logging.getLevelName(logging.getLogger().level).lower()}\n")
+        active = logging.getLevelName(logging.getLogger().level).lower()
+        return 200, f"active level: {active}\n".encode(), TEXT
 
-    app = web.Application()
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/server_info", server_info)
-    app.router.add_get("/config_dump", config_dump)
-    app.router.add_get("/stats", stats)
-    app.router.add_get("/stats/prometheus", lambda _: _prometheus(proxy))
-    app.router.add_get("/clusters", clusters)
-    app.router.add_post("/quitquitquit", quitquitquit)
-    app.router.add_post("/drain_listeners", drain_listeners)
-    app.router.add_post("/logging", logging_)
-    return app
-
-
-async def _prometheus(proxy: Proxy) -> web.Response:
-    return web.Response(text=proxy.stats.prometheus(), content_type="text/plain")
+    routes = Routes()
+    routes.get("/ready", ready)
+    routes.get("/server_info", server_info)
+    routes.get("/config_dump", config_dump)
+    routes.get("/stats", stats)
+    routes.get("/stats/prometheus", lambda _: prometheus(proxy))
+    routes.get("/clusters", clusters)
+    routes.post("/quitquitquit", quitquitquit)
+    routes.post("/drain_listeners", drain_listeners)
+    routes.post("/logging", logging_)
+    return routes
 
 
-def health_app(proxy: Proxy) -> web.Application:
-    async def ready(_: web.Request) -> web.Response:
+def prometheus(proxy: Proxy) -> Reply:
+    return 200, proxy.stats.prometheus().encode(), b"text/plain; version=0.0.4"
+
+
+def health_routes(proxy: Proxy) -> Routes:
+    def ready(_: dict[str, str]) -> Reply:
         ok = proxy.ready.is_set() and not proxy.draining
-        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not ready\n")
+        return (200, b"ok\n", TEXT) if ok else (503, b"not ready\n", TEXT)
 
-    app = web.Application()
-    app.router.add_get("/healthz/ready", ready)
-    return app
-
-
-def metrics_app(proxy: Proxy) -> web.Application:
-    app = web.Application()
-    app.router.add_get("/stats/prometheus", lambda _: _prometheus(proxy))
-    return app
+    routes = Routes()
+    routes.get("/healthz/ready", ready)
+    return routes
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    return runner
+def metrics_routes(proxy: Proxy) -> Routes:
+    routes = Routes()
+    routes.get("/stats/prometheus", lambda _: prometheus(proxy))
+    return routes

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from google.protobuf import json_format
 
@@ -77,9 +77,14 @@ def load(path: str | Path) -> Bootstrap:
     except OSError as exc:
         raise BootstrapError(f"{path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as exc:
-        raise BootstrapError(f"{path}: not YAML or JSON: {exc}") from None
+        data = json.loads(text)
+    except ValueError:
+        import yaml  # only for YAML bootstraps: every sidecar saves the import otherwise
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise BootstrapError(f"{path}: not YAML or JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BootstrapError(f"{path}: expected a mapping at the top level")
     return parse(data, str(path))

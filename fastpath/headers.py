@@ -42,7 +42,6 @@ _REASONS = {
 }
 
 
-
 def reason(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 

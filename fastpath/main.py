@@ -9,7 +9,7 @@ import dataclasses
 import signal
 import sys
 
-from fastpath import admin, bootstrap
+from fastpath import admin, bootstrap, localhttp
 from fastpath.config import ConfigError
 from fastpath.proxy import DEFAULT_MAX_CONNECTIONS, Proxy
 from fastpath.stats import Identity, Stats
@@ -72,14 +72,14 @@ async def run(args: argparse.Namespace) -> int:
     admin_host, admin_port = boot.admin_address or ("127.0.0.1", 15000)
     if args.admin_port is not None:
         admin_port = args.admin_port
-    runners = [
-        await admin.serve(
-            admin.admin_app(proxy, quit_event),
+    servers = [
+        await localhttp.serve(
+            admin.admin_routes(proxy, quit_event),
             "127.0.0.1" if admin_host in ("", "0.0.0.0") else admin_host,
             admin_port,
         ),
-        await admin.serve(admin.health_app(proxy), "0.0.0.0", args.health_port),
-        await admin.serve(admin.metrics_app(proxy), "0.0.0.0", args.metrics_port),
+        await localhttp.serve(admin.health_routes(proxy), "0.0.0.0", args.health_port),
+        await localhttp.serve(admin.metrics_routes(proxy), "0.0.0.0", args.metrics_port),
     ]
     client = None
     if boot.ads is None:
@@ -98,8 +98,8 @@ async def run(args: argparse.Namespace) -> int:
     if client is not None:
         await client.stop()
     cut = await proxy.drain(args.drain_time_s)
-    for runner in runners:
-        await runner.cleanup()
+    for server in servers:
+        server.close()
     log.info("stopped", connections_cut=cut)
     return 0
 
