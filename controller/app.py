@@ -131,6 +131,14 @@ class Controller:
             await self._debug.stop()
         await self.source.stop()
 
+    def warnings(self) -> list[dict[str, Any]]:
+        """Objects in force whose fields Mizzen partly ignores (unsupported) or does not enforce."""
+        snapshot = self.state.snapshot
+        return [
+            {"object": str(key), "warnings": [issue.format(key) for issue in issues]}
+            for key, issues in sorted(snapshot.warnings.items())
+        ]
+
     def invalid(self) -> list[dict[str, Any]]:
         snapshot = self.state.snapshot
         return [

@@ -33,6 +33,7 @@ class DebugServer:
         app.router.add_get("/debug/syncz", self.syncz)
         app.router.add_get("/debug/push_log", self.push_log)
         app.router.add_get("/debug/invalid", self.invalid)
+        app.router.add_get("/debug/warnings", self.warnings)
         app.router.add_get("/debug/config_dump", self.config_dump)
         self.app = app
 
@@ -66,6 +67,9 @@ class DebugServer:
 
     async def invalid(self, request: web.Request) -> web.Response:
         return _json(self.controller.invalid())
+
+    async def warnings(self, request: web.Request) -> web.Response:
+        return _json(self.controller.warnings())
 
     async def config_dump(self, request: web.Request) -> web.Response:
         proxy = request.query.get("proxy")

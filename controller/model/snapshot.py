@@ -82,7 +82,15 @@ class Rejected(NamedTuple):
 class MeshSnapshot:
     """An immutable view of the whole mesh at one version. Do not mutate what its accessors return."""
 
-    __slots__ = ("_objects", "_pods_by_ip", "_services_by_host", "_slices_by_service", "invalid", "version")
+    __slots__ = (
+        "_objects",
+        "_pods_by_ip",
+        "_services_by_host",
+        "_slices_by_service",
+        "invalid",
+        "version",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -92,6 +100,7 @@ class MeshSnapshot:
         slices_by_service: Mapping[tuple[str, str], frozenset[ResourceKey]],
         pods_by_ip: Mapping[str, ResourceKey],
         invalid: Mapping[ResourceKey, Rejected],
+        warnings: Mapping[ResourceKey, tuple[Issue, ...]] | None = None,
     ) -> None:
         self.version = version
         self._objects = objects
@@ -99,6 +108,8 @@ class MeshSnapshot:
         self._slices_by_service = slices_by_service
         self._pods_by_ip = pods_by_ip
         self.invalid = invalid
+        # Objects in force with fields Mizzen ignores (unsupported), so users can find them later.
+        self.warnings: Mapping[ResourceKey, tuple[Issue, ...]] = warnings or {}
 
     # -- generic access --
     def items(self, kind: str) -> Mapping[ResourceKey, Stamped]:
@@ -193,6 +204,7 @@ class MeshState:
         objects = dict(old._objects)
         copied: set[str] = set()
         invalid = dict(old.invalid)
+        warnings = dict(old.warnings)
         changes: dict[ResourceKey, ConfigChange] = {}
         rejected: list[Rejected] = []
 
@@ -212,6 +224,7 @@ class MeshState:
             before = changes[key].old if key in changes else (current.obj if current else None)
             if deleted:
                 invalid.pop(key, None)
+                warnings.pop(key, None)
                 if key in kind_map(kind):
                     del kind_map(kind)[key]
                 changes[key] = ConfigChange(key, before, None)
@@ -231,8 +244,13 @@ class MeshState:
                 )
                 continue
             invalid.pop(key, None)
-            for issue in issues:
-                log.info("config warning", object=str(key), warning=issue.format(key))
+            if issues:
+                warnings[key] = tuple(issues)
+                log.warning(
+                    "config accepted with warnings", object=str(key), warnings=[i.format(key) for i in issues]
+                )
+            else:
+                warnings.pop(key, None)
             try:
                 obj = builder(raw)
             except (KeyError, TypeError, ValueError) as exc:  # a gap in validation must not stop the mesh
@@ -249,7 +267,7 @@ class MeshState:
             changes[key] = ConfigChange(key, before, obj)
 
         net = tuple(c for c in changes.values() if c.old != c.new)
-        if not net and invalid == old.invalid:
+        if not net and invalid == old.invalid and warnings == old.warnings:
             return SnapshotUpdate(old, (), tuple(rejected))
         snapshot = MeshSnapshot(
             version,
@@ -258,6 +276,7 @@ class MeshState:
             _slices_by_service(old, net),
             _pods_by_ip(old, objects, net),
             invalid,
+            warnings,
         )
         self._snapshot = snapshot
         return SnapshotUpdate(snapshot, net, tuple(rejected))

@@ -183,10 +183,16 @@ class Connection:
 
     def changed_names(self, summary: Any) -> Iterator[tuple[str, set[str] | None]]:
         """For one ChangeSummary: per watched type, the names to look at (None: everything)."""
-        rescope = summary.namespaces_rescoped is None or self.node.namespace in summary.namespaces_rescoped
+        pod_touched = self._pod_touched(summary)
+        # A Sidecar change, or new labels on the proxy's own pod, may put it under another Sidecar.
+        rescope = (
+            summary.namespaces_rescoped is None
+            or self.node.namespace in summary.namespaces_rescoped
+            or pod_touched
+        )
         full = rescope and self.refresh_scope()
         inbound_changed: dict[str, set[str]] = {t: set() for t in PUSH_ORDER}
-        if not self.node.proxyless and (full or self._pod_touched(summary)):
+        if not self.node.proxyless and (full or pod_touched):
             old = self.inbound
             self.inbound = self._inbound()
             for t in PUSH_ORDER:
@@ -206,6 +212,8 @@ class Connection:
                 yield type_url, names
 
     def _pod_touched(self, summary: Any) -> bool:
+        if not summary.pods:
+            return False
         pod = find_pod(self.translator.snapshot, self.node)
         if pod is not None and pod.key in summary.pods:
             return True

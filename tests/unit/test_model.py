@@ -135,3 +135,22 @@ def test_durations() -> None:
     assert str(parse_duration("250ms")) == "0.25s"
     with pytest.raises(ValueError):
         parse_duration("-1s")
+
+
+def test_warnings_are_kept_with_the_object_until_it_changes_or_goes() -> None:
+    state = MeshState()
+    vs = {
+        "kind": "VirtualService",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {
+            "hosts": ["r"],
+            "http": [{"route": [{"destination": {"host": "r"}}], "fault": {"abort": {}}}],
+        },
+    }
+    snap = state.load({"VirtualService": [vs]}).snapshot
+    key = ResourceKey("VirtualService", "default", "r")
+    assert [i.format(key) for i in snap.warnings[key]] == [
+        "VirtualService default/r: http[0].fault: not supported by Mizzen yet; ignored"
+    ]
+    del vs["spec"]["http"][0]["fault"]
+    assert state.apply([change(vs)]).snapshot.warnings == {}
