@@ -100,6 +100,7 @@ class Controller:
         self._account(update)
         if not update.changes:
             return
+        translator.retain({conn.scope_key for conn in self.ads.connections.values()})
         summary = translator.update(update.snapshot, update.changes)
         self.metrics.debounce_batches.inc()
         pushed = await self.ads.push(summary, first_seen)

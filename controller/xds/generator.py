@@ -417,6 +417,12 @@ class Translator:
             self.scopes[key] = view
         return view
 
+    def retain(self, keys: Iterable[ScopeKey]) -> None:
+        """Forget the views of scopes no connected proxy uses (they would be updated for nothing)."""
+        keep = set(keys)
+        for key in [k for k in self.scopes if k not in keep]:
+            del self.scopes[key]
+
     def proxy_resources(self, node: ProxyNode, key: ScopeKey | None = None) -> ResourceMap:
         """Everything one proxy should have now: its scope's outbound config plus its inbound config."""
         key = key or self.scope_key(node)

@@ -74,6 +74,12 @@ async def quiet(ctl: Controller, pushes_before: int) -> None:
     raise AssertionError("the controller never pushed the change")
 
 
+def pushed_now(ctl: Controller) -> list[tuple[str, list[str]]]:
+    """(type, changed names) of every response the controller sent for its current snapshot version."""
+    version = ctl.state.snapshot.version
+    return [(e["type"], e["changed"]) for e in ctl.push_log.entries if e["snapshot"] == version]
+
+
 async def syncz(ctl: Controller) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{ctl.debug_port}/debug/syncz") as resp:
@@ -92,7 +98,12 @@ async def test_full_set_then_only_what_changed(controller: Controller, tmp_path:
             "0.0.0.0_9080",
         }
         assert [r.name for r in got[ROUTE].resources] == ["9080"]
-        status = await syncz(controller)
+        # The last ACK is on its way: wait for the controller to read it.
+        for _ in range(200):
+            status = await syncz(controller)
+            if all(s["status"] == "SYNCED" for s in status[0]["types"].values()):
+                break
+            await asyncio.sleep(0.02)
         assert {t.rsplit(".", 1)[1]: s["status"] for t, s in status[0]["types"].items()} == {
             "Cluster": "SYNCED",
             "ClusterLoadAssignment": "SYNCED",
@@ -112,7 +123,7 @@ async def test_full_set_then_only_what_changed(controller: Controller, tmp_path:
         await quiet(controller, pushes)
         assert response.type_url == ROUTE
         assert [r.name for r in response.resources] == ["9080"] and not response.removed_resources
-        assert client.pending() == 0  # nothing else was sent
+        assert pushed_now(controller) == [("RDS", ["9080"])]  # nothing else was sent
         client.ack(response)
         assert client.held[ROUTE]["9080"] != before_version
 
@@ -141,7 +152,7 @@ async def test_full_set_then_only_what_changed(controller: Controller, tmp_path:
         await quiet(controller, pushes)
         assert response.type_url == ENDPOINT
         assert sorted(r.name for r in response.resources) == [CLUSTER_V1, CLUSTER_ALL]
-        assert client.pending() == 0
+        assert pushed_now(controller) == [("EDS", [CLUSTER_V1, CLUSTER_ALL])]
         client.ack(response)
 
         async with aiohttp.ClientSession() as http:
