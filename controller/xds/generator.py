@@ -222,7 +222,7 @@ class ScopeView:
             self.bundles[host] = bundle
             if old is not None:
                 self._remove(old, changed, touched_ports, host, keep=bundle)
-            self._add(bundle, changed, touched_ports, host)
+            self._add(bundle, changed, touched_ports, host, old)
         if not self.key.proxyless:
             self._fixed(scope, changed)
             for port in touched_ports:
@@ -251,13 +251,20 @@ class ScopeView:
         for port in bundle.vhosts:
             if keep is None or port not in keep.vhosts:
                 self.port_hosts.get(port, set()).discard(host)
-            ports.add(port)
+                ports.add(port)
         for port in bundle.tcp_wildcard:
             if keep is None or port not in keep.tcp_wildcard:
                 self.tcp_port_hosts.get(port, set()).discard(host)
-            ports.add(port)
+                ports.add(port)
 
-    def _add(self, bundle: HostBundle, changed: dict[str, set[str]], ports: set[int], host: str) -> None:
+    def _add(
+        self,
+        bundle: HostBundle,
+        changed: dict[str, set[str]],
+        ports: set[int],
+        host: str,
+        old: HostBundle | None,
+    ) -> None:
         for type_url, items in bundle.resources.items():
             current = self.resources[type_url]
             for name, resource in items.items():
@@ -265,12 +272,16 @@ class ScopeView:
                 if before is None or before.version != resource.version:
                     current[name] = resource
                     changed[type_url].add(name)
-        for port in bundle.vhosts:
+        # A port's shared listener and RouteConfiguration are rebuilt only when this host's part of them
+        # changed (an endpoint change rebuilds the bundle but leaves its virtual host as it was).
+        for port, vhost in bundle.vhosts.items():
             self.port_hosts.setdefault(port, set()).add(host)
-            ports.add(port)
-        for port in bundle.tcp_wildcard:
+            if old is None or old.vhosts.get(port) != vhost:
+                ports.add(port)
+        for port, tcp in bundle.tcp_wildcard.items():
             self.tcp_port_hosts.setdefault(port, set()).add(host)
-            ports.add(port)
+            if old is None or old.tcp_wildcard.get(port) != tcp:
+                ports.add(port)
 
     def _fixed(self, scope: Scope, changed: dict[str, set[str]]) -> None:
         """The capture listener and special clusters; they change only with the outbound policy."""
