@@ -272,9 +272,9 @@ def rig() -> Iterator[Rig]:
         r.nginx(
             "nginx",
             PROXY_CORE,
-            "upstream app { server 127.0.0.1:%d; keepalive 64; }\n"
+            f"upstream app {{ server 127.0.0.1:{app}; keepalive 64; }}\n"
             "server { listen 127.0.0.1:PORT; location / { proxy_pass http://app; proxy_http_version 1.1;"
-            ' proxy_set_header Connection ""; } }' % app,
+            ' proxy_set_header Connection ""; } }',
         )
         r.haproxy("haproxy", PROXY_CORE, app)
         r.mizzen("mizzen", PROXY_CORE, app)
