@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -150,7 +149,3 @@ class Controller:
             }
             for key, rejected in sorted(snapshot.invalid.items())
         ]
-
-
-def changes_of(batch: Sequence[Change]) -> list[str]:
-    return [f"{c.type} {c.kind} {c.key}" for c in batch]

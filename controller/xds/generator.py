@@ -56,10 +56,6 @@ def _policy_for(dr: DestinationRule | None, port: int, subset: str | None) -> Tr
     return base.for_port(port) if base is not None else None
 
 
-def _is_http(protocol: MeshProtocol) -> bool:
-    return protocol.is_http
-
-
 def _tcp_targets(svc: MeshService, port: int, vs: Any) -> tuple[str, list[tuple[str, int]]]:
     """TcpProxy stat prefix and (cluster, weight) targets: the first matching VirtualService tcp rule, else
     the service itself."""
@@ -187,7 +183,7 @@ class ScopeView:
                 for name, msg in grpcgen.listener_and_route(svc, port.port, scope.namespace, routes):
                     type_url = LISTENER if msg.DESCRIPTOR.name == "Listener" else ROUTE
                     res[type_url][name] = make_resource(type_url, name, msg)
-            elif _is_http(port.protocol):
+            elif port.protocol.is_http:
                 vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
             else:
                 stat, targets = _tcp_targets(svc, port.port, vs)
@@ -449,7 +445,7 @@ class Translator:
     def update(self, snapshot: MeshSnapshot, changes: Iterable[ConfigChange]) -> ChangeSummary:
         changes = list(changes)
         old_registry = self.registry
-        self.registry = Registry(snapshot, old_registry, domain=self.domain)
+        self.registry = Registry(snapshot, old_registry, domain=self.domain, changes=changes)
         hosts: set[str] = set()
         pods: set[ResourceKey] = set()
         rescoped: set[str] | None = set()

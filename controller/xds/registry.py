@@ -7,8 +7,8 @@ so deriving the registry of the next snapshot costs only what changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -16,7 +16,7 @@ from controller.model.hosts import DEFAULT_DOMAIN, host_matches, is_wildcard, se
 from controller.model.istio import DestinationRule, ServiceEntry, VirtualService
 from controller.model.kube import Service
 from controller.model.protocol import MeshProtocol
-from controller.model.snapshot import MeshSnapshot
+from controller.model.snapshot import ConfigChange, MeshSnapshot
 from controller.model.values import FrozenMap, ResourceKey
 
 HEALTHY, UNHEALTHY, DRAINING = "HEALTHY", "UNHEALTHY", "DRAINING"
@@ -89,32 +89,90 @@ def service_entry_views(se: ServiceEntry) -> tuple[MeshService, ...]:
 
 
 class Registry:
-    """Services by host and the routing config for each, for one snapshot."""
+    """Services by host and the routing config for each, for one snapshot.
+
+    Built from the previous registry and the snapshot's changes, it touches only the changed sources; the
+    VirtualService and DestinationRule indexes are rebuilt only when one of those changed.
+    """
 
     def __init__(
-        self, snapshot: MeshSnapshot, previous: Registry | None = None, domain: str = DEFAULT_DOMAIN
+        self,
+        snapshot: MeshSnapshot,
+        previous: Registry | None = None,
+        domain: str = DEFAULT_DOMAIN,
+        changes: Iterable[ConfigChange] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.domain = domain
-        memo = previous._memo if previous else {}
-        self._memo: dict[ResourceKey, tuple[int, tuple[MeshService, ...]]] = {}
-        by_host: dict[str, MeshService] = {}
-        # ServiceEntries first, so a Kubernetes Service of the same host wins (as in Istio's registry merge).
-        for kind in ("ServiceEntry", "Service"):
-            for key, stamped in snapshot.items(kind).items():
-                cached = memo.get(key)
-                if cached is not None and cached[0] == stamped.revision:
-                    views = cached[1]
-                else:
-                    obj = stamped.obj
-                    views = (service_view(obj),) if kind == "Service" else service_entry_views(obj)
-                self._memo[key] = (stamped.revision, views)
-                for view in views:
-                    by_host[view.hostname] = view
-        self.services: Mapping[str, MeshService] = by_host
         self._vs_by_host: dict[str, list[VirtualService]] = {}
         self._wildcard_vs: list[VirtualService] = []
-        for vs in sorted(snapshot.virtual_services(), key=lambda v: (v.meta.creation_timestamp, v.key)):
+        self._dr_by_host: dict[str, list[DestinationRule]] = {}
+        kinds = {c.key.kind for c in changes} if changes is not None else None
+        if previous is None or changes is None:
+            self._memo: dict[ResourceKey, tuple[int, tuple[MeshService, ...]]] = {}
+            self._sources: dict[str, frozenset[ResourceKey]] = {}
+            for kind in ("ServiceEntry", "Service"):
+                for key, stamped in snapshot.items(kind).items():
+                    self._put(key, stamped.revision, stamped.obj)
+            self.services: dict[str, MeshService] = {}
+            for host in self._sources:
+                self._elect(host)
+        else:
+            self._memo = dict(previous._memo)
+            self._sources = dict(previous._sources)
+            self.services = dict(previous.services)
+            hosts: set[str] = set()
+            for change in changes:
+                if change.key.kind not in ("Service", "ServiceEntry"):
+                    continue
+                hosts.update(self._drop(change.key))
+                current = snapshot.items(change.key.kind).get(change.key)
+                if current is not None:
+                    hosts.update(v.hostname for v in self._put(change.key, current.revision, current.obj))
+            for host in hosts:
+                self._elect(host)
+        if previous is not None and kinds is not None and "VirtualService" not in kinds:
+            self._vs_by_host, self._wildcard_vs = previous._vs_by_host, previous._wildcard_vs
+        else:
+            self._index_virtual_services()
+        if previous is not None and kinds is not None and "DestinationRule" not in kinds:
+            self._dr_by_host = previous._dr_by_host
+        else:
+            self._dr_by_host = {}
+            for dr in sorted(snapshot.destination_rules(), key=lambda d: (d.meta.creation_timestamp, d.key)):
+                self._dr_by_host.setdefault(dr.host, []).append(dr)
+
+    def _put(self, key: ResourceKey, revision: int, obj: Any) -> tuple[MeshService, ...]:
+        views = (service_view(obj),) if key.kind == "Service" else service_entry_views(obj)
+        self._memo[key] = (revision, views)
+        for view in views:
+            self._sources[view.hostname] = self._sources.get(view.hostname, frozenset()) | {key}
+        return views
+
+    def _drop(self, key: ResourceKey) -> list[str]:
+        _, views = self._memo.pop(key, (0, ()))
+        for view in views:
+            remaining = self._sources.get(view.hostname, frozenset()) - {key}
+            if remaining:
+                self._sources[view.hostname] = remaining
+            else:
+                self._sources.pop(view.hostname, None)
+        return [v.hostname for v in views]
+
+    def _elect(self, host: str) -> None:
+        """One service per host: a Kubernetes Service wins over ServiceEntries (Istio's registry merge),
+        then the first source by key, so the choice does not depend on arrival order."""
+        sources = self._sources.get(host)
+        if not sources:
+            self.services.pop(host, None)
+            return
+        winner = min(sources, key=lambda k: (k.kind != "Service", k))
+        self.services[host] = next(v for v in self._memo[winner][1] if v.hostname == host)
+
+    def _index_virtual_services(self) -> None:
+        self._vs_by_host = {}
+        self._wildcard_vs = []
+        for vs in sorted(self.snapshot.virtual_services(), key=lambda v: (v.meta.creation_timestamp, v.key)):
             if not vs.applies_to_mesh:
                 continue
             for host in vs.hosts:
@@ -122,9 +180,6 @@ class Registry:
                     self._wildcard_vs.append(vs)
                 else:
                     self._vs_by_host.setdefault(host, []).append(vs)
-        self._dr_by_host: dict[str, list[DestinationRule]] = {}
-        for dr in sorted(snapshot.destination_rules(), key=lambda d: (d.meta.creation_timestamp, d.key)):
-            self._dr_by_host.setdefault(dr.host, []).append(dr)
 
     def sources_of(self, key: ResourceKey) -> tuple[MeshService, ...]:
         entry = self._memo.get(key)

@@ -175,3 +175,37 @@ def test_versions_are_content_digests() -> None:
     assert {t: {n: r.version for n, r in m.items()} for t, m in a.items()} == {
         t: {n: r.version for n, r in m.items()} for t, m in b.items()
     }
+
+
+def test_incremental_registry_matches_a_full_rebuild() -> None:
+    from controller.sources.base import Change
+    from controller.xds.registry import Registry
+
+    def svc(name: str, ns: str, port: int) -> dict[str, Any]:
+        return {"kind": "Service", "metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": "10.96.9.9", "ports": [{"name": "http", "port": port}]}}  # fmt: skip
+
+    # A ServiceEntry for the same host as a Service: the Service wins while it exists.
+    entry = {
+        "kind": "ServiceEntry",
+        "metadata": {"name": "shadow", "namespace": "default"},
+        "spec": {"hosts": ["a.default.svc.cluster.local", "ext.example.com"], "resolution": "DNS",
+                 "ports": [{"number": 81, "name": "http", "protocol": "HTTP"}]},
+    }  # fmt: skip
+    state = MeshState()
+    registry = Registry(state.load({"Service": [svc("a", "default", 80)], "ServiceEntry": [entry]}).snapshot)
+    assert registry.services["a.default.svc.cluster.local"].source.kind == "Service"
+    steps = [
+        [Change("Service", "default/b", "ADDED", svc("b", "default", 90))],
+        [Change("Service", "default/a", "DELETED", svc("a", "default", 80))],
+        [Change("Service", "default/b", "MODIFIED", svc("b", "default", 91))],
+        [Change("ServiceEntry", "default/shadow", "DELETED", entry)],
+        [Change("Service", "default/a", "ADDED", svc("a", "default", 82))],
+    ]
+    for step in steps:
+        update = state.apply(step)
+        registry = Registry(update.snapshot, registry, changes=update.changes)
+        full = Registry(update.snapshot)
+        assert registry.services == full.services
+    assert registry.services["a.default.svc.cluster.local"].ports[0].port == 82
+    assert "ext.example.com" not in registry.services
