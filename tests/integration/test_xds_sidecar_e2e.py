@@ -1,6 +1,6 @@
 """Controller and our sidecar together, for real: mizzen-proxy takes its whole config from mizzen-controller
-over Delta ADS, and HTTP traffic captured by iptables follows the VirtualService, before and after a live
-change.
+over ADS (Delta, and SotW), and HTTP traffic captured by iptables follows the VirtualService, before and
+after a live change.
 
 Everything runs inside a throwaway network namespace (the sidecar binds 15001/15006 there, and the
 controller 15010/15014), so nothing touches the host's ports: a Service VIP on lo, an OUTPUT REDIRECT
@@ -120,8 +120,10 @@ def fetch(netns: str, url: str, headers: dict[str, str] | None = None) -> tuple[
     return int(code or 0), body
 
 
-@pytest.fixture
-def stack(netns_path: str, tmp_path: Path) -> Iterator[tuple[str, Path, ProxyProcess]]:
+@pytest.fixture(params=["DELTA_GRPC", "GRPC"])
+def stack(
+    request: pytest.FixtureRequest, netns_path: str, tmp_path: Path
+) -> Iterator[tuple[str, Path, ProxyProcess]]:
     netns = netns_path
     inside(netns, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
     for ip, _ in UPSTREAMS.values():
@@ -176,7 +178,7 @@ def stack(netns_path: str, tmp_path: Path) -> Iterator[tuple[str, Path, ProxyPro
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "DELTA_GRPC",
+                "api_type": request.param,
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
             },
@@ -226,7 +228,7 @@ def test_sidecar_routes_by_controller_config_and_follows_a_live_change(
 
     # The proxy took every type, and rejected nothing.
     status = syncz(netns)
-    assert len(status) == 1 and status[0]["protocol"] == "delta"
+    assert len(status) == 1 and status[0]["protocol"] in ("delta", "sotw")
     assert {s["status"] for s in status[0]["types"].values()} == {"SYNCED"}, status
 
     # A live VirtualService change: the default route moves to v2; the header route is unchanged.
