@@ -7,8 +7,9 @@ What a sidecar receives (Istio's names and shapes; ``tests/golden/xds/*.json`` s
   false) per HTTP port: one HttpConnectionManager, RDS over ADS ``route_config_name: "<port>"``,
   http_filters ``[envoy.filters.http.router]``. ``<vip>_<port>`` (bind_to_port false) per opaque-TCP service
   port: TcpProxy to ``outbound|<port>||<host>`` (weighted_clusters from a VirtualService ``tcp`` rule); a TCP
-  service without a VIP gets ``0.0.0.0_<port>`` when no HTTP service uses that port. ``virtualInbound`` 0.0.0.0:15006, INBOUND,
-  listener filter ``envoy.filters.listener.original_dst``, one chain per pod port matched by destination_port
+  service without a VIP gets ``0.0.0.0_<port>`` when no HTTP service uses that port. ``virtualInbound``
+  0.0.0.0:15006, INBOUND, listener filter ``envoy.filters.listener.original_dst``, one chain per pod port
+  matched by destination_port
   (HCM with an inline route to ``inbound|<port>||``, or TcpProxy), default chain TcpProxy to
   ``InboundPassthroughCluster``.
 - RDS: RouteConfiguration ``"<port>"``: a VirtualHost ``<host>:<port>`` per HTTP service on the port, domains
