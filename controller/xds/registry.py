@@ -224,6 +224,11 @@ class Registry:
         if service.source.kind == "ServiceEntry":
             return self._entry_endpoints(service, port)
         snapshot = self.snapshot
+        if service.resolution == "DNS":
+            # An ExternalName Service: the proxy resolves the external name itself (as Istio does).
+            svc: Service | None = snapshot.get(service.source)
+            name = svc.external_name if svc is not None else None
+            return [LbEndpoint(name, port.port, HEALTHY, FrozenMap(), "", None)] if name else []
         out: list[LbEndpoint] = []
         for eps in snapshot.slices_of(service.source.namespace, service.source.name):
             target = next((p for p in eps.ports if p.name == port.name), None)

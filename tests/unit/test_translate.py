@@ -209,3 +209,24 @@ def test_incremental_registry_matches_a_full_rebuild() -> None:
         assert registry.services == full.services
     assert registry.services["a.default.svc.cluster.local"].ports[0].port == 82
     assert "ext.example.com" not in registry.services
+
+
+def test_external_name_service_is_a_dns_cluster_of_its_external_name() -> None:
+    svc = {
+        "kind": "Service",
+        "metadata": {"name": "payments", "namespace": "default"},
+        "spec": {
+            "type": "ExternalName",
+            "externalName": "pay.example.com",
+            "ports": [{"name": "tcp", "port": 443}],
+        },
+    }
+    translator = Translator(MeshState().load({"Service": [svc]}).snapshot)
+    clusters = dump(translator.proxy_resources(CASES["plain"][0]))["CDS"]
+    cluster = clusters["outbound|443||payments.default.svc.cluster.local"]
+    assert cluster["type"] == "STRICT_DNS"
+    (group,) = cluster["load_assignment"]["endpoints"]
+    assert group["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "pay.example.com",
+        "port_value": 443,
+    }
