@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from support.kubeapi import CORE, istio_crds, running
 
 from controller.app import Controller
 from controller.sources.kube import KubeSource
-from controller.xds.client import DeltaClient, make_node
+from controller.xds.client import DeltaClient, SotwClient, make_node
 from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "xds"
@@ -73,3 +77,35 @@ async def test_controller_on_the_kube_source_pushes_api_changes(tmp_path: Path) 
         finally:
             await client.close()
             await controller.stop(grace=0)
+
+
+async def test_controller_process_on_a_kubeconfig(tmp_path: Path) -> None:
+    """``mizzen-controller --kubeconfig``: the process syncs from the API server and serves what it read."""
+    async with running(CORE + istio_crds()) as api:
+        for doc in mesh_objects():
+            api.create(doc)
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controller.main", "--kubeconfig", str(kubeconfig), "--host", "127.0.0.1",
+            "--xds-port", "0", "--debug-port", "0",
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "MIZZEN_LOG_FORMAT": "json"},
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            port = 0
+            while not port:
+                line = await asyncio.wait_for(proc.stderr.readline(), 30)
+                assert line, "the controller exited before listening"
+                if line.startswith(b"{") and json.loads(line).get("event") == "controller listening":
+                    port = json.loads(line)["xds_port"]
+            client = SotwClient(f"127.0.0.1:{port}", make_node(PROXY_ID, {"NAMESPACE": "default"}))
+            await client.start()
+            client.request(CLUSTER)
+            response = await client.recv(timeout=30)  # sent once the source has synced
+            client.ack(response)
+            await client.close()
+            assert len(response.resources) == 7  # 3 outbound (+ subsets), 1 inbound, 3 special clusters
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
