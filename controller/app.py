@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 
 from controller.metrics import Metrics
 from controller.model.snapshot import MeshState, SnapshotUpdate
+from controller.model.values import ResourceKey
 from controller.sources.base import KINDS, Change, Source
+from controller.validation import Issue
+from controller.validation.analyze import analyze
 from controller.xds.debounce import Debouncer
 from controller.xds.generator import Translator
 from controller.xds.pushlog import PushLog
@@ -19,6 +23,8 @@ from controller.xds.server import AdsServer
 from mizzen import logs
 
 log = logs.get("controller")
+
+_ROUTING_KINDS = frozenset({"VirtualService", "DestinationRule", "Service", "ServiceEntry"})
 
 
 class Controller:
@@ -53,6 +59,7 @@ class Controller:
         self._grpc: grpc.aio.Server | None = None
         self._debug: Any = None
         self.pushes_done = 0
+        self.analysis: Mapping[ResourceKey, tuple[Issue, ...]] = {}
         self.last_flush_started = 0.0  # monotonic; when the latest debounced batch began translating
 
     def _current_translator(self) -> Translator:
@@ -83,6 +90,7 @@ class Controller:
         await self.source.wait_synced()
         update = self.state.load({kind: self.source.list(kind) for kind in KINDS})
         self._account(update)
+        self._analyze(update, initial=True)
         self.translator = Translator(update.snapshot, allow_any=self.allow_any)
         self.debouncer.start()
         self.ready.set()
@@ -97,6 +105,7 @@ class Controller:
         self.last_flush_started = time.monotonic()
         update = self.state.apply(batch)
         self._account(update)
+        self._analyze(update)
         if not update.changes:
             return
         translator.retain({conn.scope_key for conn in self.ads.connections.values()})
@@ -112,6 +121,19 @@ class Controller:
             causes=[str(c.key) for c in update.changes[:10]],
             translate_ms=round((time.monotonic() - first_seen) * 1000, 1),
         )
+
+    def _analyze(self, update: SnapshotUpdate, initial: bool = False) -> None:
+        """Cross-object checks (istioctl analyze's IST0101), redone when routing objects changed."""
+        if not initial and not any(c.key.kind in _ROUTING_KINDS for c in update.changes):
+            return
+        before = self.analysis
+        self.analysis = analyze(update.snapshot)
+        for key, issues in self.analysis.items():
+            if before.get(key) != issues:
+                log.warning(
+                    "config routes nowhere", object=str(key), warnings=[i.format(key) for i in issues]
+                )
+        self.metrics.analysis.set(sum(len(v) for v in self.analysis.values()))
 
     def _account(self, update: SnapshotUpdate) -> None:
         for change in update.changes:
@@ -134,9 +156,13 @@ class Controller:
     def warnings(self) -> list[dict[str, Any]]:
         """Objects in force whose fields Mizzen partly ignores (unsupported) or does not enforce."""
         snapshot = self.state.snapshot
+        merged: dict[ResourceKey, list[Issue]] = {}
+        for source in (snapshot.warnings, self.analysis):
+            for key, issues in source.items():
+                merged.setdefault(key, []).extend(issues)
         return [
             {"object": str(key), "warnings": [issue.format(key) for issue in issues]}
-            for key, issues in sorted(snapshot.warnings.items())
+            for key, issues in sorted(merged.items())
         ]
 
     def invalid(self) -> list[dict[str, Any]]:

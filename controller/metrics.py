@@ -37,6 +37,11 @@ class Metrics:
         self.config_changes = Counter(
             "mizzen_config_changes", "Object changes applied to the model, by kind", ["kind"], registry=r
         )
+        self.analysis = Gauge(
+            "mizzen_config_analysis_warnings",
+            "Routes that lead nowhere (subset or host not defined), as istioctl analyze reports them",
+            registry=r,
+        )
         self.snapshot_version = Gauge(
             "mizzen_snapshot_version", "Version of the current mesh snapshot", registry=r
         )
