@@ -257,3 +257,28 @@ async def test_invalid_config_is_skipped_reported_and_the_rest_keeps_working(
             assert 'mizzen_invalid_configs{kind="VirtualService"} 1.0' in await resp.text()
         async with http.get(f"http://127.0.0.1:{controller.debug_port}/ready") as resp:
             assert resp.status == 200
+
+
+async def test_routes_to_undefined_subsets_are_listed_at_debug_warnings(
+    controller: Controller, tmp_path: Path
+) -> None:
+    docs = [d for d in yaml.safe_load_all((tmp_path / "mesh.yaml").read_text()) if d]
+    vs = next(d for d in docs if d["kind"] == "VirtualService")
+    vs["spec"]["http"][0]["route"][0]["destination"]["subset"] = "v3"
+    pushes = controller.pushes_done
+    write_docs(tmp_path / "mesh.yaml", docs)
+    await quiet(controller, pushes)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{controller.debug_port}/debug/warnings") as resp:
+            warnings = await resp.json()
+        async with http.get(f"http://127.0.0.1:{controller.debug_port}/metrics") as resp:
+            assert "mizzen_config_analysis_warnings 1.0" in await resp.text()
+    assert warnings == [
+        {
+            "object": "VirtualService default/reviews",
+            "warnings": [
+                "VirtualService default/reviews: http[0].route[0].destination.subset: subset 'v3' is not defined "
+                "by any DestinationRule for reviews.default.svc.cluster.local (requests routed to it fail with 503)"
+            ],
+        }
+    ]
