@@ -277,8 +277,9 @@ async def test_routes_to_undefined_subsets_are_listed_at_debug_warnings(
         {
             "object": "VirtualService default/reviews",
             "warnings": [
-                "VirtualService default/reviews: http[0].route[0].destination.subset: subset 'v3' is not defined "
-                "by any DestinationRule for reviews.default.svc.cluster.local (requests routed to it fail with 503)"
+                "VirtualService default/reviews: http[0].route[0].destination.subset: "
+                "subset 'v3' is not defined by any DestinationRule for reviews.default.svc.cluster.local "
+                "(requests routed to it fail with 503)"
             ],
         }
     ]
