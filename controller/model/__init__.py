@@ -1,0 +1,1 @@
+"""The mesh model: typed, immutable, versioned snapshots of what the sources hold (``snapshot.MeshState``)."""
