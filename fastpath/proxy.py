@@ -14,9 +14,10 @@ import functools
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastpath import config as cfgmod
+from fastpath import sniff
 from fastpath.clusters import ClusterManager
 from fastpath.config.listeners import FilterChainConfig, ListenerConfig
 from fastpath.http_conn import DownstreamConnection
@@ -141,8 +142,8 @@ class Proxy:
             return _Refused(self, listener_name)
         return _Dispatcher(self, listener_name)
 
-    def dispatch(self, listener_name: str, transport: Any) -> Any:
-        """Choose what serves a new connection; returns the protocol object or None (closed)."""
+    def accepted(self, listener_name: str, transport: Any) -> Accepted | None:
+        """Where a new connection was going and which listeners handle it (None: close it)."""
         cfg = self.config
         listener = cfg.listeners.get(listener_name)
         if listener is None:
@@ -160,14 +161,21 @@ class Proxy:
         target: ListenerConfig = listener
         if listener.use_original_dst:
             target = cfg.handoff(*dst) or listener
-        chain = target.select_chain(*dst)
+        return Accepted(listener, target, dst, redirected)
+
+    def serve(
+        self, acc: Accepted, sni: str = "", transport_protocol: str = "", alpn: tuple[str, ...] = ()
+    ) -> Any:
+        """The protocol for a connection once its listener filters have spoken (None: close it)."""
+        target = acc.target
+        chain = target.select_chain(acc.dst[0], acc.dst[1], sni, transport_protocol, alpn)
         if chain is None:
             self.stats.named["downstream_cx_no_route"] += 1
             return None
         reporter = "destination" if target.direction == "INBOUND" else "source"
         if chain.http is not None:
-            return DownstreamConnection(self, chain.http, reporter, redirected or dst)
-        return self._tcp_session(chain, reporter, dst)
+            return DownstreamConnection(self, chain.http, reporter, acc.redirected or acc.dst)
+        return self._tcp_session(chain, reporter, acc.dst)
 
     def _tcp_session(
         self, chain: FilterChainConfig, reporter: str, dst: tuple[str, int]
@@ -272,34 +280,104 @@ class Proxy:
         }
 
 
-class _Dispatcher:
-    """The first protocol of an accepted connection: picks the real one in ``connection_made`` and hands
-    the transport over (uvloop lets a protocol be replaced with ``set_protocol``)."""
+class Accepted(NamedTuple):
+    listener: ListenerConfig  # the listener that accepted (its listener filters run)
+    target: ListenerConfig  # the listener whose filter chains serve it (after an original-dst handoff)
+    dst: tuple[str, int]
+    redirected: tuple[str, int] | None
 
-    __slots__ = ("listener", "proxy")
+
+class _Dispatcher:
+    """The first protocol of an accepted connection. It finds the filter chain -- at once, or after the
+    listener's inspectors have seen the first bytes (TLS ClientHello, HTTP/1 or HTTP/2) -- then hands the
+    transport, and every byte read so far, to the protocol that serves it (``set_protocol``)."""
+
+    __slots__ = ("acc", "buffer", "eof", "listener", "proxy", "timer", "transport")
 
     def __init__(self, proxy: Proxy, listener: str) -> None:
         self.proxy = proxy
         self.listener = listener
+        self.acc: Accepted | None = None
+        self.transport: Any = None
+        self.buffer = b""
+        self.eof = False
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:
-        proto = self.proxy.dispatch(self.listener, transport)
+        self.transport = transport
+        acc = self.acc = self.proxy.accepted(self.listener, transport)
+        if acc is None:
+            transport.abort()
+            return
+        if not acc.listener.inspects:
+            self._serve()
+            return
+        self.timer = self.proxy.loop.call_later(acc.listener.filters_timeout, self._timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._inspect(final=False)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._inspect(final=True)  # the client said all it will say before the server speaks
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _timeout(self) -> None:
+        self.timer = None
+        acc = self.acc
+        if acc is not None and acc.listener.continue_on_timeout:
+            self._inspect(final=True)
+        else:
+            self.proxy.stats.named["downstream_pre_cx_timeout"] += 1
+            self.transport.abort()
+
+    def _inspect(self, final: bool) -> None:
+        acc = self.acc
+        assert acc is not None
+        data = self.buffer
+        sni, transport_protocol, alpn = "", "", ()
+        if acc.listener.inspect_tls:
+            hello = sniff.inspect_tls(data)
+            if hello.state == sniff.NEED_MORE and not final:
+                return
+            transport_protocol = "tls" if hello.tls else "raw_buffer"
+            sni, alpn = hello.sni, hello.alpn
+        if acc.listener.inspect_http and transport_protocol != "tls":
+            state, proto = sniff.inspect_http(data)
+            if state == sniff.NEED_MORE and not final:
+                return
+            alpn = (proto,) if proto else ()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._serve(sni, transport_protocol, alpn)
+
+    def _serve(self, sni: str = "", transport_protocol: str = "", alpn: tuple[str, ...] = ()) -> None:
+        assert self.acc is not None
+        transport = self.transport
+        proto = self.proxy.serve(self.acc, sni, transport_protocol, alpn)
         if proto is None:
             transport.abort()
             return
+        data, self.buffer = self.buffer, b""
         if isinstance(proto, TcpSession):
-            transport.set_protocol(proto.downstream)
-            proto.downstream.connection_made(transport)
+            side = proto.downstream
+            transport.set_protocol(side)
+            side.connection_made(transport)
             self.proxy.start_tcp(proto)
+            if data:
+                side.data_received(data)
+            if self.eof:
+                side.eof_received()
         else:
             transport.set_protocol(proto)
             proto.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced before any data
-        raise AssertionError("data before dispatch")
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        pass
+            if data:
+                proto.data_received(data)
+            if self.eof and not proto.eof_received():
+                transport.close()

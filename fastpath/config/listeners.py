@@ -19,6 +19,16 @@ HTTP_CONNECTION_MANAGER = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
 ORIGINAL_DST_FILTER = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+HTTP_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+_LISTENER_FILTERS = {
+    ORIGINAL_DST_FILTER: "original_dst",
+    "envoy.filters.listener.original_dst": "original_dst",
+    TLS_INSPECTOR: "tls",
+    "envoy.filters.listener.tls_inspector": "tls",
+    HTTP_INSPECTOR: "http",
+    "envoy.filters.listener.http_inspector": "http",
+}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -76,20 +86,28 @@ class TcpProxyConfig:
 class ChainMatch:
     destination_port: int | None = None
     prefix_ranges: tuple[Network, ...] = ()
+    server_names: tuple[str, ...] = ()  # exact names, or "*.suffix" wildcards
+    transport_protocol: str = ""  # "tls" or "raw_buffer" (tls_inspector)
+    application_protocols: tuple[str, ...] = ()  # ALPN, or http_inspector's "http/1.1" / "h2c"
 
-    def matches(self, ip: str, port: int) -> bool:
-        if self.destination_port is not None and self.destination_port != port:
-            return False
-        if self.prefix_ranges:
-            addr = ipaddress.ip_address(ip)
-            return any(addr in net for net in self.prefix_ranges)
-        return True
+    def prefix_len(self, ip: str) -> int:
+        """The longest of our ranges holding ``ip``; -1 if none does (or there are none)."""
+        if not self.prefix_ranges:
+            return -1
+        addr = ipaddress.ip_address(ip)
+        return max(
+            (n.prefixlen for n in self.prefix_ranges if addr.version == n.version and addr in n), default=-1
+        )
 
-    @property
-    def specificity(self) -> tuple[int, int]:
-        """Envoy's order: a destination port match beats none; then the longest destination prefix."""
-        longest = max((n.prefixlen for n in self.prefix_ranges), default=-1)
-        return (1 if self.destination_port is not None else 0, longest)
+    def name_rank(self, sni: str) -> int:
+        """How well ``sni`` matches our server names: longer matches rank higher; -1 if none matches."""
+        best = -1
+        for name in self.server_names:
+            if name == sni:
+                return 1 << 16
+            if name.startswith("*.") and sni.endswith(name[1:]) and len(sni) > len(name) - 1:
+                best = max(best, len(name))
+        return best
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +131,71 @@ class ListenerConfig:
     direction: str = "UNSPECIFIED"
     fingerprint: bytes = b""
 
-    def select_chain(self, ip: str, port: int) -> FilterChainConfig | None:
-        """The most specific filter chain matching the connection's destination, else the default."""
-        best: FilterChainConfig | None = None
-        for chain in self.filter_chains:
-            if chain.match.matches(ip, port) and (
-                best is None or chain.match.specificity > best.match.specificity
-            ):
-                best = chain
-        return best or self.default_chain
+    inspect_tls: bool = False  # tls_inspector: wait for a ClientHello (SNI, ALPN) before choosing a chain
+    inspect_http: bool = False  # http_inspector: tell HTTP/1.x and HTTP/2 from other bytes
+    filters_timeout: float = 15.0  # listener_filters_timeout
+    continue_on_timeout: bool = False
+
+    @property
+    def inspects(self) -> bool:
+        return self.inspect_tls or self.inspect_http
+
+    def select_chain(
+        self, ip: str, port: int, sni: str = "", transport: str = "", alpn: tuple[str, ...] = ()
+    ) -> FilterChainConfig | None:
+        """The filter chain for the connection (Envoy's matching), else the default chain."""
+        return select_chain(self.filter_chains, ip, port, sni, transport, alpn) or self.default_chain
 
     def chains(self) -> list[FilterChainConfig]:
         return [*self.filter_chains, *([self.default_chain] if self.default_chain else [])]
 
 
+def select_chain(
+    chains: tuple[FilterChainConfig, ...],
+    ip: str,
+    port: int,
+    sni: str = "",
+    transport: str = "",
+    alpn: tuple[str, ...] = (),
+) -> FilterChainConfig | None:
+    """Envoy's filter chain match, level by level: destination port, destination IP (longest prefix),
+    server name (exact, then the longest wildcard), transport protocol, application protocols. At each
+    level the chains that name a matching value win; chains that leave it unset come next; others drop."""
+    c = [x for x in chains if x.match.destination_port == port] or [
+        x for x in chains if x.match.destination_port is None
+    ]
+    lens = [x.match.prefix_len(ip) for x in c]
+    best = max(lens, default=-1)
+    if best >= 0:
+        c = [x for x, n in zip(c, lens, strict=True) if n == best]
+    else:
+        c = [x for x in c if not x.match.prefix_ranges]
+    ranks = [x.match.name_rank(sni) if sni else -1 for x in c]
+    top = max(ranks, default=-1)
+    if top >= 0:
+        c = [x for x, r in zip(c, ranks, strict=True) if r == top]
+    else:
+        c = [x for x in c if not x.match.server_names]
+    c = [x for x in c if x.match.transport_protocol == transport] or [
+        x for x in c if not x.match.transport_protocol
+    ]
+    c = [x for x in c if set(x.match.application_protocols) & set(alpn)] or [
+        x for x in c if not x.match.application_protocols
+    ]
+    return c[0] if c else None
+
+
 def _compile_match(res: Resource, path: str, m: listener_components_pb2.FilterChainMatch) -> ChainMatch:
-    res.reject_unsupported(m, path, {"destination_port", "prefix_ranges"})
+    res.reject_unsupported(
+        m,
+        path,
+        {"destination_port", "prefix_ranges", "server_names", "transport_protocol", "application_protocols"},
+    )
+    if m.transport_protocol not in ("", "tls", "raw_buffer"):
+        raise res.error(join(path, "transport_protocol"), f"{m.transport_protocol!r}: tls or raw_buffer")
+    for i, name in enumerate(m.server_names):
+        if "*" in name and not (name.startswith("*.") and "*" not in name[1:]):
+            raise res.error(f"{path}.server_names[{i}]", f"{name!r}: only a leading '*.' wildcard")
     ranges: list[Network] = []
     for i, cidr in enumerate(m.prefix_ranges):
         try:
@@ -137,7 +204,13 @@ def _compile_match(res: Resource, path: str, m: listener_components_pb2.FilterCh
             )
         except ValueError as exc:
             raise res.error(f"{path}.prefix_ranges[{i}]", str(exc)) from None
-    return ChainMatch(m.destination_port.value if m.HasField("destination_port") else None, tuple(ranges))
+    return ChainMatch(
+        m.destination_port.value if m.HasField("destination_port") else None,
+        tuple(ranges),
+        tuple(n.lower() for n in m.server_names),
+        m.transport_protocol,
+        tuple(m.application_protocols),
+    )
 
 
 def _compile_tcp(res: Resource, path: str, tp: tcp_proxy_pb2.TcpProxy) -> TcpProxyConfig:
@@ -194,16 +267,30 @@ def compile_listener(lst: listener_pb2.Listener) -> ListenerConfig:
     sock = lst.address.socket_address
     if lst.access_log:
         raise res.error("access_log", "listener access logs are not supported; use the filter's")
-    original_dst_filter = False
+    kinds = set()
     for i, lf in enumerate(lst.listener_filters):
-        if (
-            lf.typed_config.type_url == ORIGINAL_DST_FILTER
-            or lf.name == "envoy.filters.listener.original_dst"
-        ):
-            original_dst_filter = True
-        else:
+        kind = _LISTENER_FILTERS.get(lf.typed_config.type_url) or _LISTENER_FILTERS.get(lf.name)
+        if kind is None:
             raise res.error(
                 f"listener_filters[{i}]", f"{lf.name or lf.typed_config.type_url!r} is not supported"
+            )
+        if lf.HasField("filter_disabled"):
+            raise res.error(f"listener_filters[{i}].filter_disabled", "not supported by mizzen-proxy")
+        kinds.add(kind)
+    all_chains = [
+        *lst.filter_chains,
+        *([lst.default_filter_chain] if lst.HasField("default_filter_chain") else []),
+    ]
+    for i, fc in enumerate(all_chains):
+        m = fc.filter_chain_match
+        if (m.server_names or m.transport_protocol) and "tls" not in kinds:
+            raise res.error(
+                f"filter_chains[{i}].filter_chain_match", "matching on TLS needs the tls_inspector"
+            )
+        if m.application_protocols and not kinds & {"tls", "http"}:
+            raise res.error(
+                f"filter_chains[{i}].filter_chain_match.application_protocols",
+                "needs the tls_inspector or the http_inspector",
             )
     chains = tuple(_compile_chain(res, f"filter_chains[{i}]", fc) for i, fc in enumerate(lst.filter_chains))
     default = (
@@ -217,7 +304,13 @@ def compile_listener(lst: listener_pb2.Listener) -> ListenerConfig:
         port=sock.port_value,
         bind_to_port=lst.bind_to_port.value if lst.HasField("bind_to_port") else True,
         use_original_dst=lst.use_original_dst.value,
-        original_dst_filter=original_dst_filter,
+        original_dst_filter="original_dst" in kinds,
+        inspect_tls="tls" in kinds,
+        inspect_http="http" in kinds,
+        filters_timeout=seconds(lst.listener_filters_timeout)
+        if lst.HasField("listener_filters_timeout")
+        else 15.0,
+        continue_on_timeout=lst.continue_on_listener_filters_timeout,
         filter_chains=chains,
         default_chain=default,
         direction={0: "UNSPECIFIED", 1: "INBOUND", 2: "OUTBOUND"}.get(lst.traffic_direction, "UNSPECIFIED"),

@@ -130,7 +130,7 @@ def test_unhealthy_endpoints_are_not_used() -> None:
             lambda b: b["static_resources"]["listeners"][1]["filter_chains"][0].update(
                 filter_chain_match={"server_names": ["a.com"]}
             ),
-            'Listener "0.0.0.0_3306": filter_chains[0].filter_chain_match.server_names: not supported',
+            'Listener "0.0.0.0_3306": filter_chains[0].filter_chain_match: matching on TLS needs',
         ),
         (
             lambda b: b["static_resources"]["clusters"][1].update(lb_policy="MAGLEV"),
