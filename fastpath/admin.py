@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -15,6 +17,8 @@ import fastpath
 from fastpath.config import SHORT
 from fastpath.localhttp import Reply, Routes
 from fastpath.proxy import Proxy
+from fastpath.stats import merge_expositions
+from fastpath.workers import ask_peers
 from mizzen import logs
 
 _LEVELS = {
@@ -41,7 +45,12 @@ def _text(lines: list[str]) -> Reply:
     return 200, ("\n".join(lines) + "\n").encode(), TEXT
 
 
-def admin_routes(proxy: Proxy, quit_event: asyncio.Event) -> Routes:
+def admin_routes(
+    proxy: Proxy, quit_event: asyncio.Event, worker: int = 0, workers: int = 1, supervisor: int = 0
+) -> Routes:
+    """Envoy's admin endpoints. With several workers, worker 0 speaks for all: metrics are summed and
+    drains and stops reach every worker."""
+
     def ready(_: dict[str, str]) -> Reply:
         state = _state(proxy)
         return (200 if state == "LIVE" else 503), (state + "\n").encode(), TEXT
@@ -95,11 +104,15 @@ def admin_routes(proxy: Proxy, quit_event: asyncio.Event) -> Routes:
         return 200, orjson.dumps(info), JSON
 
     def quitquitquit(_: dict[str, str]) -> Reply:
+        if workers > 1 and worker == 0:
+            os.kill(supervisor, signal.SIGTERM)  # the supervisor stops every worker
         quit_event.set()
         return 200, b"OK\n", TEXT
 
-    def drain_listeners(_: dict[str, str]) -> Reply:
+    async def drain_listeners(_: dict[str, str]) -> Reply:
         proxy.stop_listening()
+        if workers > 1 and worker == 0:
+            await ask_peers(supervisor, workers, "POST", "/drain_listeners")
         return 200, b"OK\n", TEXT
 
     def logging_(params: dict[str, str]) -> Reply:
@@ -116,7 +129,7 @@ def admin_routes(proxy: Proxy, quit_event: asyncio.Event) -> Routes:
     routes.get("/server_info", server_info)
     routes.get("/config_dump", config_dump)
     routes.get("/stats", stats)
-    routes.get("/stats/prometheus", lambda _: prometheus(proxy))
+    routes.get("/stats/prometheus", lambda _: prometheus(proxy, workers if worker == 0 else 1, supervisor))
     routes.get("/clusters", clusters)
     routes.post("/quitquitquit", quitquitquit)
     routes.post("/drain_listeners", drain_listeners)
@@ -124,8 +137,12 @@ def admin_routes(proxy: Proxy, quit_event: asyncio.Event) -> Routes:
     return routes
 
 
-def prometheus(proxy: Proxy) -> Reply:
-    return 200, proxy.stats.prometheus().encode(), b"text/plain; version=0.0.4"
+async def prometheus(proxy: Proxy, workers: int = 1, supervisor: int = 0) -> Reply:
+    text = proxy.stats.prometheus()
+    if workers > 1:
+        peers = await ask_peers(supervisor, workers, "GET", "/stats/prometheus")
+        text = merge_expositions([text, *(b.decode() for b in peers)])
+    return 200, text.encode(), b"text/plain; version=0.0.4"
 
 
 def health_routes(proxy: Proxy) -> Routes:
@@ -138,7 +155,7 @@ def health_routes(proxy: Proxy) -> Routes:
     return routes
 
 
-def metrics_routes(proxy: Proxy) -> Routes:
+def metrics_routes(proxy: Proxy, workers: int = 1, supervisor: int = 0) -> Routes:
     routes = Routes()
-    routes.get("/stats/prometheus", lambda _: prometheus(proxy))
+    routes.get("/stats/prometheus", lambda _: prometheus(proxy, workers, supervisor))
     return routes

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 
 from fastpath import admin, bootstrap, localhttp
+from fastpath import workers as workers_mod
 from fastpath.config import ConfigError
 from fastpath.proxy import DEFAULT_MAX_CONNECTIONS, Proxy
 from fastpath.stats import Identity, Stats
@@ -36,13 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONNECTIONS,
         help="downstream connections served at once; more are closed on accept",
     )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="worker processes sharing the listeners (gateways); a sidecar runs one",
+    )
     p.add_argument("-l", "--log-level", default=None, help="trace, debug, info, warning, error")
     p.add_argument("--workload", default=None, help="this pod's workload name (default: node metadata)")
     p.add_argument("--namespace", default=None, help="this pod's namespace (default: node metadata)")
     return p
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, supervisor: int = 0) -> int:
     log = logs.get("proxy")
     try:
         boot = bootstrap.load(args.config_path)
@@ -52,7 +60,7 @@ async def run(args: argparse.Namespace) -> int:
     identity = Identity.from_node(boot.node_metadata)
     overrides = {k: v for k, v in (("workload", args.workload), ("namespace", args.namespace)) if v}
     identity = dataclasses.replace(identity, **overrides)
-    proxy = Proxy(Stats(identity), max_connections=args.max_connections)
+    proxy = Proxy(Stats(identity), max_connections=args.max_connections, reuse_port=workers > 1)
     quit_event = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -72,15 +80,21 @@ async def run(args: argparse.Namespace) -> int:
     admin_host, admin_port = boot.admin_address or ("127.0.0.1", 15000)
     if args.admin_port is not None:
         admin_port = args.admin_port
-    servers = [
-        await localhttp.serve(
-            admin.admin_routes(proxy, quit_event),
-            "127.0.0.1" if admin_host in ("", "0.0.0.0") else admin_host,
-            admin_port,
-        ),
-        await localhttp.serve(admin.health_routes(proxy), "0.0.0.0", args.health_port),
-        await localhttp.serve(admin.metrics_routes(proxy), "0.0.0.0", args.metrics_port),
-    ]
+    routes = admin.admin_routes(proxy, quit_event, worker=worker, workers=workers, supervisor=supervisor)
+    if worker == 0:
+        servers = [
+            await localhttp.serve(
+                routes, "127.0.0.1" if admin_host in ("", "0.0.0.0") else admin_host, admin_port
+            ),
+            await localhttp.serve(admin.health_routes(proxy), "0.0.0.0", args.health_port),
+            await localhttp.serve(
+                admin.metrics_routes(proxy, workers=workers, supervisor=supervisor),
+                "0.0.0.0",
+                args.metrics_port,
+            ),
+        ]
+    else:
+        servers = [await workers_mod.serve_peer(routes, supervisor, worker)]
     client = None
     if boot.ads is None:
         await proxy.apply(boot.static)
@@ -107,12 +121,20 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level)
+    workers = max(1, args.concurrency)
+    if workers == 1:
+        return _run_loop(args)
+    supervisor = os.getpid()
+    return workers_mod.supervise(workers, lambda i: _run_loop(args, i, workers, supervisor))
+
+
+def _run_loop(args: argparse.Namespace, worker: int = 0, workers: int = 1, supervisor: int = 0) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         try:
             import uvloop
         except ImportError:  # pragma: no cover - a dependency on Linux
-            return asyncio.run(run(args))
-        return uvloop.run(run(args))
+            return asyncio.run(run(args, worker, workers, supervisor))
+        return uvloop.run(run(args, worker, workers, supervisor))
     return 0
 
 

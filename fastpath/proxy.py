@@ -60,12 +60,14 @@ class Proxy:
         *,
         rand: Callable[[], float] = random.random,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        reuse_port: bool = False,
     ) -> None:
         self.config = cfgmod.ProxyConfig()
         self.stats = stats or Stats()
         self.clusters = ClusterManager()
         self.rand = rand
         self.max_connections = max_connections
+        self.reuse_port = reuse_port  # worker processes share the listening ports
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.servers: dict[str, tuple[tuple[str, int], asyncio.AbstractServer]] = {}
         self.sessions: set[TcpSession] = set()
@@ -105,6 +107,7 @@ class Proxy:
                     address[0] or "0.0.0.0",
                     address[1],
                     reuse_address=True,
+                    reuse_port=self.reuse_port or None,
                     backlog=1024,
                 )
                 bound[name] = (address, server)

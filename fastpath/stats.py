@@ -257,3 +257,35 @@ class Stats:
                 labels = self._labels(reporter, cluster, None, flags, "tcp")
                 out.append(f"{metric}{{{labels}}} {_number(value)}")
         return "\n".join(out) + "\n"
+
+
+def merge_expositions(texts: list[str]) -> str:
+    """Several processes' expositions as one: samples with the same name and labels summed, in the order
+    they first appear (each worker of a gateway counts its own share of the traffic)."""
+    order: list[str] = []
+    families: dict[str, list[str]] = {}
+    sums: dict[str, float] = {}
+    family = ""
+    for text in texts:
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split()
+                family = parts[2] if len(parts) > 2 else ""
+                if family not in families:
+                    families[family] = [line]
+                    order.append(family)
+                continue
+            key, _, value = line.rpartition(" ")
+            if key not in sums:
+                families.setdefault(family, []).append(key)
+                if family not in order:
+                    order.append(family)
+                sums[key] = 0.0
+            sums[key] += float(value)
+    out = []
+    for fam in order:
+        for entry in families[fam]:
+            out.append(entry if entry.startswith("#") else f"{entry} {_number(sums[entry])}")
+    return "\n".join(out) + "\n"
