@@ -1,0 +1,1 @@
+"""The controller's admission webhooks (``/inject``, ``/validate``) and their serving certificates."""
