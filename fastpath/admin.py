@@ -8,12 +8,15 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from google.protobuf import json_format
 
 import fastpath
+from fastpath import app_health
+from fastpath.app_health import Prober
 from fastpath.config import SHORT
 from fastpath.localhttp import Reply, Routes
 from fastpath.proxy import Proxy
@@ -155,7 +158,20 @@ def health_routes(proxy: Proxy) -> Routes:
     return routes
 
 
-def metrics_routes(proxy: Proxy, workers: int = 1, supervisor: int = 0) -> Routes:
+def metrics_routes(
+    proxy: Proxy, workers: int = 1, supervisor: int = 0, probers: Mapping[str, Prober] | None = None
+) -> Routes:
+    """Prometheus on 15020, and the app's rewritten probes (``/app-health/<container>/<kind>``)."""
     routes = Routes()
     routes.get("/stats/prometheus", lambda _: prometheus(proxy, workers, supervisor))
+    for path, prober in (probers or {}).items():
+        routes.get(path, _app_probe(prober))
     return routes
+
+
+def _app_probe(prober: Prober) -> Any:
+    async def handle(_: dict[str, str]) -> Reply:
+        status, body = await app_health.run(prober)
+        return status, body, TEXT
+
+    return handle

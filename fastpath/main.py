@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from fastpath import admin, bootstrap, localhttp
+from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp
 from fastpath import workers as workers_mod
 from fastpath.config import ConfigError
 from fastpath.proxy import DEFAULT_MAX_CONNECTIONS, Proxy
@@ -20,7 +20,21 @@ from mizzen import logs
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mizzen-proxy", description="The Mizzen sidecar proxy.")
-    p.add_argument("-c", "--config-path", required=True, help="bootstrap file, YAML or JSON, Envoy's shape")
+    p.add_argument("-c", "--config-path", help="bootstrap file, YAML or JSON, Envoy's shape")
+    p.add_argument(
+        "--xds-address",
+        metavar="HOST:PORT",
+        help="in a pod: build the bootstrap from the pod's env and follow this controller (instead of -c)",
+    )
+    p.add_argument(
+        "--bootstrap-out", metavar="PATH", help="with --xds-address: also write the bootstrap here"
+    )
+    p.add_argument(
+        "--wait-ready",
+        action="store_true",
+        help="wait until the sidecar on --health-port is ready, then exit (the injected postStart hook)",
+    )
+    p.add_argument("--wait-timeout-s", type=float, default=300.0, help="how long --wait-ready waits")
     p.add_argument(
         "--admin-port",
         type=int,
@@ -53,8 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, supervisor: int = 0) -> int:
     log = logs.get("proxy")
     try:
-        boot = bootstrap.load(args.config_path)
-    except (bootstrap.BootstrapError, ConfigError) as exc:
+        if args.xds_address:
+            boot = bootstrap_gen.build(args.xds_address, args.bootstrap_out if worker == 0 else None)
+        else:
+            boot = bootstrap.load(args.config_path)
+        probers = app_health.parse(os.environ.get(app_health.ENV))
+    except (
+        bootstrap.BootstrapError,
+        ConfigError,
+        bootstrap_gen.BootstrapGenError,
+        app_health.ProberError,
+    ) as exc:
         log.error("bootstrap rejected", error=str(exc))
         return 1
     identity = Identity.from_node(boot.node_metadata)
@@ -88,7 +111,7 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
             ),
             await localhttp.serve(admin.health_routes(proxy), "0.0.0.0", args.health_port),
             await localhttp.serve(
-                admin.metrics_routes(proxy, workers=workers, supervisor=supervisor),
+                admin.metrics_routes(proxy, workers=workers, supervisor=supervisor, probers=probers),
                 "0.0.0.0",
                 args.metrics_port,
             ),
@@ -119,8 +142,13 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logs.setup(args.log_level)
+    if args.wait_ready:
+        return bootstrap_gen.wait_ready(args.health_port, args.wait_timeout_s)
+    if not args.config_path and not args.xds_address:
+        parser.error("give -c BOOTSTRAP or --xds-address HOST:PORT")
     workers = max(1, args.concurrency)
     if workers == 1:
         return _run_loop(args)
