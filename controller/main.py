@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 from mizzen import logs
 
@@ -46,6 +47,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="mesh default for traffic to hosts outside the registry",
     )
     p.add_argument("--log-level", default=None)
+    hooks = p.add_argument_group("webhooks", "sidecar injection and validation (Kubernetes API only)")
+    hooks.add_argument("--webhook-port", type=int, default=None, help="serve /inject and /validate (15017)")
+    hooks.add_argument("--inject-config", type=Path, default=None, help="the injector's settings (YAML)")
+    hooks.add_argument("--mesh-namespace", default="mizzen-system", help="where the controller runs")
+    hooks.add_argument(
+        "--webhook-cert-mode",
+        choices=("secret", "files"),
+        default="secret",
+        help="secret: issue and renew the serving certificate; files: read it from --webhook-cert-dir",
+    )
+    hooks.add_argument("--webhook-cert-dir", type=Path, default=None, help="tls.crt, tls.key (cert-manager)")
     return p.parse_args(argv)
 
 
@@ -78,9 +90,35 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await controller.start()
+    webhooks = await _start_webhooks(args)
     await stop.wait()
     log.info("shutting down")
+    if webhooks is not None:
+        await webhooks.stop()
     await controller.stop()
+
+
+async def _start_webhooks(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if args.webhook_port is None:
+        return None
+    if args.files:
+        raise SystemExit("mizzen-controller: --webhook-port needs the Kubernetes API (not --files)")
+    from controller.informer.kubeclient import KubeClient
+    from controller.webhooks.run import Webhooks
+    from controller.webhooks.server import WebhookOptions
+
+    options = WebhookOptions(
+        port=args.webhook_port,
+        inject_config=args.inject_config,
+        cert_mode=args.webhook_cert_mode,
+        cert_dir=args.webhook_cert_dir,
+        namespace=args.mesh_namespace,
+        identity=os.environ.get("POD_NAME", ""),
+    )
+    client = await KubeClient.connect(args.kubeconfig, args.context)
+    webhooks = Webhooks(options, client, host=args.host)
+    await webhooks.start()
+    return webhooks
 
 
 def main(argv: list[str] | None = None) -> int:
