@@ -6,6 +6,8 @@ mizzen local exec POD [--namespace NS] [--uid N] [--gid N] -- CMD...
 mizzen local status [-o json]
 mizzen local down
 mizzen demo
+mizzen install | uninstall | manifest generate [--profile P] [-f values.yaml] [--set k=v]
+mizzen kube-inject -f FILE | analyze [FILES] | proxy-status | proxy-config TYPE POD
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_p = top.add_parser("demo", help="run the local demo")
     demo_p.add_argument("--keep", action="store_true", help="leave the demo's pods running at the end")
+
+    from mizzen import kubecli
+
+    kubecli.add_parsers(top)
     return parser
 
 
@@ -202,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "verb", None) != "exec":
             build_parser().error("'--' is only used with `local exec`")
         args.cmd = [*args.cmd, *tail]
+    from mizzen import kubecli
+
+    if args.command in kubecli.COMMANDS:
+        return kubecli.run(args)
     if args.command == "demo":
         from mizzen.local import demo
 
