@@ -318,7 +318,7 @@ def _pdb(values: Obj) -> Obj:
     }
 
 
-def _cni(values: Obj) -> list[Obj]:
+def cni_component(values: Obj) -> list[Obj]:
     ns, cni = values["namespace"], values["cni"]
     excluded = list(dict.fromkeys([*cni["excludeNamespaces"], "kube-system", ns]))
     selector = {"app": "mizzen-cni-node"}
@@ -597,7 +597,7 @@ def render(values: Obj) -> list[Obj]:
             objects += _cert_manager(values)
         objects += [_service(values), _controller_deployment(values), _pdb(values)]
     if components["cni"]["enabled"]:
-        objects += _cni(values)
+        objects += cni_component(values)
     if components["controller"]["enabled"]:
         objects += [_mutating(values), _validating(values)]
     return objects

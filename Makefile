@@ -1,0 +1,22 @@
+# Container images for Mizzen and loading them into a kind cluster.
+#   make images                 build mizzen/{controller,proxy,cni,demo}:$(TAG)
+#   make kind-load              load them into the kind cluster $(KIND_CLUSTER)
+HUB ?= mizzen
+TAG ?= $(shell python3 -c "import re;print(re.search(r'^version = \"(.+)\"', open('pyproject.toml').read(), re.M).group(1))")
+KIND_CLUSTER ?= mizzen
+DOCKER ?= docker
+IMAGES := controller proxy cni demo
+
+.PHONY: images kind-load $(addprefix image-,$(IMAGES))
+
+images: $(addprefix image-,$(IMAGES))
+
+# controller, proxy and cni build from the repository root (they install the project); demo from its folder.
+image-controller image-proxy image-cni:
+	$(DOCKER) build -f images/$(patsubst image-%,%,$@)/Dockerfile -t $(HUB)/$(patsubst image-%,%,$@):$(TAG) .
+
+image-demo:
+	$(DOCKER) build -t $(HUB)/demo:$(TAG) images/demo
+
+kind-load: images
+	for image in $(IMAGES); do kind load docker-image --name $(KIND_CLUSTER) $(HUB)/$$image:$(TAG); done
