@@ -110,11 +110,7 @@ def test_analyze_finds_the_broken_configs(capsys: pytest.CaptureFixture[str]) ->
     assert ("IST0101", "VirtualService shop/reviews", "gateways[1]") in findings
     assert ("IST0106", "DestinationRule shop/reviews", "trafficPolicy.loadBalancer.simple") in findings
     assert ("IST0118", "Service shop/reviews", "ports[1] (metrics)") in findings
-    assert (
-        "IST0103",
-        "Pod shop/legacy",
-        "the pod has no sidecar although its namespace is labelled istio-injection=enabled (created before the label or the webhook? restart it)",
-    ) in findings
+    assert {f[1] for f in findings if f[0] == "IST0103"} == {"Pod shop/legacy"}
     named = {f[1] for f in findings}
     assert "Pod shop/opted-out" not in named
     ports = {f[2] for f in findings if f[0] == "IST0118"}
