@@ -6,7 +6,8 @@ Discovery (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/
 failures (429 with Retry-After...), dropped, expired and hanging watches, forced bookmarks, a request log.
 
 Deliberate simplifications (noted where they live): legacy discovery documents only (clients that ask for
-the aggregated v2 form fall back to them); merge patch only; immediate deletion; no subresources; no
+the aggregated v2 form fall back to them); merge, JSON and (simplified, see ``apply``) server-side apply
+patches; immediate deletion; no subresources; no
 watch-list streaming (``sendInitialEvents``); no protobuf; CRD versions differ only in ``apiVersion``.
 """
 
@@ -23,6 +24,7 @@ import orjson
 import yaml
 from aiohttp import web
 
+from . import apply as apply_mod
 from . import status as st
 from .listing import Lister
 from .objects import Objects, Target
@@ -81,7 +83,12 @@ class KubeApiServer:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.port = 0
+        self.version: Obj = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
         self.storage.on_event(self._fan_out)
+        # Server-side apply bookkeeping: the field paths each manager applied, per object.
+        self.applied_fields: dict[tuple[str, tuple[str, str], str], set[tuple[str, ...]]] = {}
+        # Called after server-side applies with (resource, object): tests play the cluster's controllers.
+        self.on_write: list[Any] = []
         for resource in resources:
             self.register(resource)
 
@@ -230,6 +237,9 @@ class KubeApiServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
         query = dict(request.query)
+        if request.method == "GET" and parts == ["version"]:
+            self._record(request, query, "version")
+            return web.json_response(self.version, dumps=_dumps)
         if request.method == "GET":
             document = self._discovery(parts)
             if document is not None:
@@ -254,11 +264,51 @@ class KubeApiServer:
             return web.json_response(target.view(updated), dumps=_dumps)
         if verb == "patch":
             content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+            if content_type == "application/apply-patch+yaml":
+                return await self._server_side_apply(request, target, query)
+            if content_type == "application/json-patch+json":
+                ops = orjson.loads(await request.read() or b"null")
+                patched = self._objects.update(
+                    target, apply_mod.json_patch(self._objects.existing(target), ops), patch=True
+                )
+                return web.json_response(target.view(patched), dumps=_dumps)
             if content_type != "application/merge-patch+json":
                 raise st.unsupported_media_type(content_type)
             patched = self._objects.merge_patch(target, await _body(request))
             return web.json_response(target.view(patched), dumps=_dumps)
         return web.json_response(target.view(self._objects.delete(target)), dumps=_dumps)
+
+    async def _server_side_apply(
+        self, request: web.Request, target: Target, query: dict[str, str]
+    ) -> web.Response:
+        manager = query.get("fieldManager")
+        if not manager:
+            raise st.bad_request(
+                "PATCH with application/apply-patch+yaml requires the fieldManager parameter"
+            )
+        applied = apply_mod.parse_apply_body(await request.read())
+        owned_key = (target.resource.group_resource, target.key, manager)
+        existing = self.storage.get(target.resource.group_resource, target.key)
+        entry = apply_mod.managed_entry(manager, target.resource.api_version(target.version))
+        if existing is None:
+            obj = {**applied, "metadata": {**(applied.get("metadata") or {}), "managedFields": [entry]}}
+            created = self._objects.create(target, obj)
+            self.applied_fields[owned_key] = apply_mod.leaf_paths(applied)
+            self._after_write(target, created)
+            return web.json_response(target.view(created), status=201, dumps=_dumps)
+        merged, now = apply_mod.apply(existing, applied, self.applied_fields.get(owned_key, set()))
+        others = [m for m in merged["metadata"].get("managedFields") or () if m.get("manager") != manager]
+        merged["metadata"] = {**merged["metadata"], "managedFields": [*others, entry]}
+        merged["metadata"].pop("resourceVersion", None)
+        updated = self._objects.update(target, merged, patch=True)
+        self.applied_fields[owned_key] = now
+        self._after_write(target, updated)
+        return web.json_response(target.view(updated), dumps=_dumps)
+
+    def _after_write(self, target: Target, obj: Obj) -> None:
+        """What the API server's own controllers do at once for some kinds (see ``on_write``)."""
+        for hook in self.on_write:
+            hook(target.resource, obj)
 
     def _record(self, request: web.Request, query: dict[str, str], verb: str) -> None:
         self.requests.append(RequestRecord(request.method, request.path, query, verb))
