@@ -41,12 +41,16 @@ class Controller:
         debounce_max: float = 10.0,
         push_throttle: int = 100,
         allow_any: bool = True,
+        ca: Any = None,
+        secure_port: int | None = None,
     ) -> None:
         self.source = source
         self.host = host
         self.xds_port = xds_port
         self.debug_port = debug_port
         self.allow_any = allow_any
+        self.ca = ca  # controller.ca.setup.CaRuntime: certificates for sidecars, on the xDS ports
+        self.secure_port = secure_port  # xDS + CA over TLS (15012), with the CA's serving certificate
         self.metrics = Metrics()
         self.push_log = PushLog()
         self.state = MeshState()
@@ -79,6 +83,17 @@ class Controller:
             ]
         )
         self._grpc.add_generic_rpc_handlers((self.ads.handler(),))
+        if self.ca is not None:
+            self._grpc.add_generic_rpc_handlers((self.ca.service.handler(),))
+            await self.ca.start()
+            if self.secure_port is not None:
+                try:
+                    self.secure_port = self._grpc.add_secure_port(
+                        f"{self.host}:{self.secure_port}", self.ca.server_credentials()
+                    )
+                except RuntimeError as exc:  # the plaintext port still serves both
+                    log.error("cannot listen on the TLS port", port=self.secure_port, error=str(exc))
+                    self.secure_port = None
         self.xds_port = self._grpc.add_insecure_port(f"{self.host}:{self.xds_port}")
         await self._grpc.start()
         if self.debug_port is not None:
@@ -86,7 +101,12 @@ class Controller:
 
             self._debug = DebugServer(self)
             self.debug_port = await self._debug.start(self.host, self.debug_port)
-        log.info("controller listening", xds_port=self.xds_port, debug_port=self.debug_port)
+        log.info(
+            "controller listening",
+            xds_port=self.xds_port,
+            secure_port=self.secure_port if self.ca is not None else None,
+            debug_port=self.debug_port,
+        )
         await self.source.wait_synced()
         update = self.state.load({kind: self.source.list(kind) for kind in KINDS})
         self._account(update)
@@ -151,6 +171,8 @@ class Controller:
             await self._grpc.stop(grace)
         if self._debug is not None:
             await self._debug.stop()
+        if self.ca is not None:
+            await self.ca.stop()
         await self.source.stop()
 
     def warnings(self) -> list[dict[str, Any]]:

@@ -47,6 +47,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="mesh default for traffic to hosts outside the registry",
     )
     p.add_argument("--log-level", default=None)
+    ca = p.add_argument_group("certificate authority", "workload certificates for sidecars (mutual TLS)")
+    ca.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=None,
+        help="files source: the CA's key and certificate and the node's token signer (made on first "
+        "start; Istio's cacerts files there make it a plug-in CA); default: <files>/../mizzen-ca",
+    )
+    ca.add_argument("--no-ca", action="store_true", help="do not serve certificates")
+    ca.add_argument("--secure-port", type=int, default=15012, help="xDS and CA over TLS")
+    ca.add_argument("--trust-domain", default="cluster.local", help="the SPIFFE trust domain")
+    ca.add_argument(
+        "--workload-cert-ttl",
+        type=float,
+        default=float(os.environ.get("DEFAULT_WORKLOAD_CERT_TTL_S", 24 * 3600)),
+        help="lifetime of workload certificates when a CSR does not ask (seconds)",
+    )
+    ca.add_argument("--ca-namespace", default="istio-system", help="kube source: where the CA Secrets live")
     hooks = p.add_argument_group("webhooks", "sidecar injection and validation (Kubernetes API only)")
     hooks.add_argument("--webhook-port", type=int, default=None, help="serve /inject and /validate (15017)")
     hooks.add_argument("--inject-config", type=Path, default=None, help="the injector's settings (YAML)")
@@ -71,10 +89,28 @@ async def _source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return await KubeSource.connect(kubeconfig=args.kubeconfig, context=args.context)
 
 
+async def _ca(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if args.no_ca:
+        return None
+    from controller.ca import setup
+
+    if args.files:
+        directory = args.ca_dir or Path(args.files).resolve().parent / "mizzen-ca"
+        return setup.local_ca(directory, trust_domain=args.trust_domain, ttl=args.workload_cert_ttl)
+    return await setup.kube_ca(
+        args.kubeconfig,
+        args.context,
+        namespace=args.ca_namespace,
+        trust_domain=args.trust_domain,
+        ttl=args.workload_cert_ttl,
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     from controller.app import Controller
 
     source = await _source(args)
+    ca = await _ca(args)
     controller = Controller(
         source,
         host=args.host,
@@ -84,6 +120,8 @@ async def run(args: argparse.Namespace) -> None:
         debounce_max=args.debounce_max,
         push_throttle=args.push_throttle,
         allow_any=args.outbound_traffic_policy == "ALLOW_ANY",
+        ca=ca,
+        secure_port=args.secure_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -45,6 +45,15 @@ def parse(data: dict[str, Any], source: str = "<bootstrap>") -> Bootstrap:
     except json_format.ParseError as exc:
         raise BootstrapError(f"{source}: {exc}") from None
     sr = msg.static_resources
+    if sr.secrets:
+        from fastpath.config.errors import ConfigError, Resource
+        from fastpath.config.tls import static_secret
+
+        for i, secret in enumerate(sr.secrets):
+            try:
+                static_secret(Resource("Secret", secret.name), "", secret)
+            except ConfigError as exc:
+                raise BootstrapError(f"{source}: static_resources.secrets[{i}]: {exc}") from None
     static = config.build(sr.listeners, sr.clusters, routes=())
     admin = None
     if msg.admin.address.HasField("socket_address"):

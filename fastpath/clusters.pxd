@@ -17,6 +17,7 @@ cdef class Host:
     cdef public long consecutive_local
     cdef public double ejected_until
     cdef public long ejections
+    cdef public object tls
 
 
 cdef class Cluster:

@@ -41,6 +41,7 @@ class Host:
         "ejections",
         "idle",
         "port",
+        "tls",
         "waiting",
         "weight",
     )
@@ -57,8 +58,9 @@ class Host:
         self.consecutive_5xx = 0
         self.consecutive_gateway = 0
         self.consecutive_local = 0
-        self.ejected_until = 0.0
-        self.ejections = 0
+        self.ejected_until = 0.0  # when the current ejection ends; 0: in service
+        self.ejections = 0  # the ejection count that scales the next ejection's length
+        self.tls: Any = cluster.config.tls  # the transport socket (UpstreamTls) or None: plain text
 
     @property
     def label(self) -> str:
@@ -111,6 +113,7 @@ class Cluster:
             if host is None:
                 host = Host(self, key[0], key[1], e.weight)
             host.weight = e.weight
+            host.tls = self.config.tls_for(e)
             fresh[key] = host
         for key, host in self.hosts.items():
             if key not in fresh:

@@ -26,6 +26,8 @@ cdef class DownstreamConnection:
     cdef public long requests
     cdef public str remote
     cdef public str local
+    cdef public object tls
+    cdef public str peer_principal
     cdef public object timer
     cdef public double timer_at
     cdef public double idle_deadline

@@ -57,6 +57,7 @@ class DownstreamConnection:
         "outbox",
         "parser",
         "paused",
+        "peer_principal",
         "proxy",
         "remote",
         "reporter",
@@ -68,6 +69,7 @@ class DownstreamConnection:
         "suspended",
         "timer",
         "timer_at",
+        "tls",
         "transport",
     )
 
@@ -92,6 +94,8 @@ class DownstreamConnection:
         self.requests = 0
         self.remote = ""
         self.local = ""
+        self.tls: Any = None  # the TLS layer under this connection (fastpath.tls), if terminated here
+        self.peer_principal = ""  # the peer's SPIFFE ID once mutual TLS is done
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.idle_deadline = 0.0
@@ -117,6 +121,10 @@ class DownstreamConnection:
         sock = transport.get_extra_info("sockname")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else ""
         self.local = f"{sock[0]}:{sock[1]}" if sock else ""
+        tls = transport.get_extra_info("tls_layer")
+        if tls is not None:
+            self.tls = tls
+            self.peer_principal = tls.principal
         self.proxy.http_connections.add(self)
         if self.hcm.idle_timeout:
             self.idle_deadline = time.monotonic() + self.hcm.idle_timeout

@@ -9,13 +9,17 @@ import dataclasses
 import os
 import signal
 import sys
+from pathlib import Path
 
 from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp
+from fastpath.certs import CertConfig, CertificateClient, ReadyGate
 from fastpath import workers as workers_mod
 from fastpath.config import ConfigError
 from fastpath.proxy import DEFAULT_MAX_CONNECTIONS, Proxy
 from fastpath.stats import Identity, Stats
 from mizzen import logs
+
+DEFAULT_TOKEN_PATH = "/var/run/secrets/tokens/istio-token"  # where Istio's injector mounts it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +65,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--log-level", default=None, help="trace, debug, info, warning, error")
     p.add_argument("--workload", default=None, help="this pod's workload name (default: node metadata)")
     p.add_argument("--namespace", default=None, help="this pod's namespace (default: node metadata)")
+    ca = p.add_argument_group("workload certificate", "mutual TLS: a certificate from the mesh's CA")
+    ca.add_argument(
+        "--ca-address",
+        default=os.environ.get("CA_ADDR"),
+        help="the CA (host:port); default: $CA_ADDR, else the xDS server",
+    )
+    ca.add_argument(
+        "--ca-root-cert",
+        default=os.environ.get("CA_ROOT_CERT"),
+        help="verify the CA over TLS with this root (port 15012); without it the CA is asked in plain text",
+    )
+    ca.add_argument(
+        "--token-path",
+        default=os.environ.get("TOKEN_PATH", DEFAULT_TOKEN_PATH),
+        help="the pod's service-account token (audience istio-ca); no token, no certificate",
+    )
+    ca.add_argument("--trust-domain", default=os.environ.get("TRUST_DOMAIN", "cluster.local"))
+    ca.add_argument(
+        "--cert-ttl",
+        type=float,
+        default=float(os.environ.get("SECRET_TTL_S", 0)),
+        help="asked lifetime of the certificate, seconds (0: the CA's default, 24h)",
+    )
     return p
+
+
+def certificate_client(args: argparse.Namespace, boot: bootstrap.Bootstrap) -> CertificateClient | None:
+    """The certificate client, when this proxy has a token and a CA to show it to."""
+    token = Path(args.token_path)
+    address = args.ca_address or (f"{boot.ads.host}:{boot.ads.port}" if boot.ads is not None else None)
+    meta = boot.node_metadata
+    namespace = args.namespace or meta.get("NAMESPACE")
+    account = meta.get("SERVICE_ACCOUNT")
+    if not token.exists() or address is None or not namespace or not account:
+        return None
+    return CertificateClient(
+        CertConfig(
+            ca_address=address,
+            token_path=token,
+            identity=f"spiffe://{args.trust_domain}/ns/{namespace}/sa/{account}",
+            ca_root=Path(args.ca_root_cert) if args.ca_root_cert else None,
+            ttl=args.cert_ttl,
+            cluster_id=str(meta.get("CLUSTER_ID") or "Kubernetes"),
+        )
+    )
 
 
 async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, supervisor: int = 0) -> int:
@@ -84,6 +132,12 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
     overrides = {k: v for k, v in (("workload", args.workload), ("namespace", args.namespace)) if v}
     identity = dataclasses.replace(identity, **overrides)
     proxy = Proxy(Stats(identity), max_connections=args.max_connections, reuse_port=workers > 1)
+    certs = certificate_client(args, boot)
+    if certs is not None:
+        gate = ReadyGate()
+        proxy.ready = gate  # ready once both the config and the first certificate are in
+        certs.start(gate)
+        log.info("requesting a workload certificate", identity=certs.config.identity, ca=certs.config.ca_address)
     quit_event = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -134,6 +188,8 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
     log.info("draining", connections=proxy.active_connections, deadline_s=args.drain_time_s)
     if client is not None:
         await client.stop()
+    if certs is not None:
+        await certs.stop()
     cut = await proxy.drain(args.drain_time_s)
     for server in servers:
         server.close()

@@ -24,6 +24,7 @@ from fastpath.http_conn import DownstreamConnection
 from fastpath.sockets import original_dst
 from fastpath.stats import Stats
 from fastpath.tcp_proxy import TcpSession, connect_upstream
+from fastpath.tls import TlsError, TlsLayer
 from mizzen import logs
 
 log = logs.get("proxy")
@@ -164,7 +165,7 @@ class Proxy:
         target: ListenerConfig = listener
         if listener.use_original_dst:
             target = cfg.handoff(*dst) or listener
-        return Accepted(listener, target, dst, redirected)
+        return Accepted(listener, target, dst, redirected, transport.get_extra_info("peername"))
 
     def serve(
         self, acc: Accepted, sni: str = "", transport_protocol: str = "", alpn: tuple[str, ...] = ()
@@ -177,8 +178,84 @@ class Proxy:
             return None
         reporter = "destination" if target.direction == "INBOUND" else "source"
         if chain.http is not None:
-            return DownstreamConnection(self, chain.http, reporter, acc.redirected or acc.dst)
-        return self._tcp_session(chain, reporter, acc.dst)
+            conn = DownstreamConnection(self, chain.http, reporter, acc.redirected or acc.dst)
+            if chain.tls is None:
+                return conn
+            return self._terminate_tls(chain, conn, acc, sni)
+        session = self._tcp_session(chain, reporter, acc.dst)
+        if session is None or (chain.tls is None and not chain.rbac):
+            return session
+        if chain.tls is None:
+            # Plain text with network RBAC: decided now, before anything is forwarded.
+            if not self._rbac_allows(chain, session, acc, sni, ""):
+                session.close()
+                return None
+            return session
+        return self._terminate_tls(chain, session, acc, sni)
+
+    def _terminate_tls(self, chain: FilterChainConfig, proto: Any, acc: Accepted, sni: str) -> Any:
+        """The chain's TLS layer over ``proto`` (an HTTP connection or a TCP session): once the handshake
+        is done the peer's identity is known, network RBAC decides, and the protocol starts."""
+        assert chain.tls is not None
+        named = self.stats.named
+        try:
+            context = chain.tls.context()
+        except (TlsError, OSError, ValueError) as exc:
+            named["listener.ssl.no_certificate"] += 1
+            log.warning("cannot terminate TLS", chain=chain.name, error=str(exc))
+            if isinstance(proto, TcpSession):
+                proto.close()
+            return None
+        session = proto if isinstance(proto, TcpSession) else None
+
+        def handshake_done(layer: TlsLayer) -> bool:
+            named["listener.ssl.handshake"] += 1
+            if session is None:
+                return True
+            if chain.rbac and not self._rbac_allows(chain, session, acc, sni, layer.principal):
+                session.close()
+                return False
+            session.info["principal"] = layer.principal
+            self.loop.call_soon(self.start_tcp, session)
+            return True
+
+        def lost_before_handshake() -> None:
+            named["listener.ssl.connection_error"] += 1
+            if session is not None:
+                session.close(error=True)
+
+        layer = TlsLayer(
+            context,
+            session.downstream if session is not None else proto,
+            server_side=True,
+            on_handshake=handshake_done,
+        )
+        layer.on_lost = lost_before_handshake
+        return layer
+
+    def _rbac_allows(
+        self, chain: FilterChainConfig, session: TcpSession, acc: Accepted, sni: str, principal: str
+    ) -> bool:
+        from fastpath.rbac import LOG, RbacInput
+
+        peer = acc.peer or ("", 0)
+        ctx = RbacInput(
+            principal=principal, source_ip=peer[0], dest_ip=acc.dst[0], dest_port=acc.dst[1], sni=sni
+        )
+        for engine in chain.rbac:
+            allowed, policy = engine.evaluate(ctx)
+            if engine.action == LOG:
+                if policy:
+                    self.stats.named["rbac.logged"] += 1
+                    log.info("rbac audit", policy=policy, principal=principal, source=peer[0])
+                continue
+            if not allowed:
+                self.stats.named["rbac.denied"] += 1
+                session.response_flags = "-"
+                log.debug("connection denied by rbac", policy=policy or "none", principal=principal)
+                return False
+        self.stats.named["rbac.allowed"] += 1
+        return True
 
     def _tcp_session(
         self, chain: FilterChainConfig, reporter: str, dst: tuple[str, int]
@@ -204,7 +281,8 @@ class Proxy:
             session.response_flags = "UO"
             return session
         session.info.update(upstream=f"{host}:{port}", original_dst=f"{dst[0]}:{dst[1]}")
-        session.info["connect"] = (host, port, cluster, tcp.idle_timeout)
+        tls = cluster.config.tls if cluster.original_dst else picked.tls
+        session.info["connect"] = (host, port, cluster, tcp.idle_timeout, tls)
         return session
 
     def start_tcp(self, session: TcpSession) -> None:
@@ -212,15 +290,21 @@ class Proxy:
         if "connect" not in info:
             session.close()  # refused at dispatch (flag set)
             return
-        host, port, cluster, idle = info.pop("connect")
+        host, port, cluster, idle, tls = info.pop("connect")
         cluster.connections += 1
-        self.stats.tcp_add("istio_tcp_connections_opened_total", info["reporter"], info["cluster"], "-")
-        task = self.loop.create_task(self._connect(session, host, port, cluster, idle))
+        self.stats.tcp_add(
+            "istio_tcp_connections_opened_total",
+            info["reporter"],
+            info["cluster"],
+            "-",
+            principal=info.get("principal", ""),
+        )
+        task = self.loop.create_task(self._connect(session, host, port, cluster, idle, tls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(
-        self, session: TcpSession, host: str, port: int, cluster: Any, idle: float | None
+        self, session: TcpSession, host: str, port: int, cluster: Any, idle: float | None, tls: Any
     ) -> None:
         session.info["cluster_obj"] = cluster
         ok = await connect_upstream(
@@ -230,9 +314,15 @@ class Proxy:
             timeout=cluster.config.connect_timeout,
             source_address=cluster.config.source_address,
             idle_timeout=idle,
+            tls=tls,
         )
         if not ok:
-            log.debug("upstream connect failed", upstream=f"{host}:{port}", cluster=cluster.name)
+            log.debug(
+                "upstream connect failed",
+                upstream=f"{host}:{port}",
+                cluster=cluster.name,
+                error=session.info.get("failure"),
+            )
             session.close()
 
     def _done(self, session: TcpSession) -> None:
@@ -242,9 +332,11 @@ class Proxy:
         if cluster is not None:
             cluster.connections -= 1
         reporter, name, flags = info["reporter"], info["cluster"], session.response_flags
-        self.stats.tcp_add("istio_tcp_connections_closed_total", reporter, name, flags)
-        self.stats.tcp_add("istio_tcp_received_bytes_total", reporter, name, "-", session.bytes_received)
-        self.stats.tcp_add("istio_tcp_sent_bytes_total", reporter, name, "-", session.bytes_sent)
+        principal = info.get("principal", "")
+        add = self.stats.tcp_add
+        add("istio_tcp_connections_closed_total", reporter, name, flags, principal=principal)
+        add("istio_tcp_received_bytes_total", reporter, name, "-", session.bytes_received, principal=principal)
+        add("istio_tcp_sent_bytes_total", reporter, name, "-", session.bytes_sent, principal=principal)
         if session.response_flags != "-":
             self.stats.named[f"cluster.{name}.upstream_cx_connect_fail"] += 1
 
@@ -288,6 +380,7 @@ class Accepted(NamedTuple):
     target: ListenerConfig  # the listener whose filter chains serve it (after an original-dst handoff)
     dst: tuple[str, int]
     redirected: tuple[str, int] | None
+    peer: Any = None  # (ip, port) of the downstream
 
 
 class _Dispatcher:

@@ -142,8 +142,9 @@ class Stats:
 
     def __init__(self, identity: Identity | None = None) -> None:
         self.identity = identity or Identity()
-        self.http: dict[tuple[str, str, int, str], HttpSeries] = {}
-        self.tcp: dict[str, dict[tuple[str, str, str], float]] = defaultdict(lambda: defaultdict(float))
+        self.http: dict[tuple[str, str, int, str, str], HttpSeries] = {}
+        # The last key part is the peer's SPIFFE ID (server side, mutual TLS), else "".
+        self.tcp: dict[str, dict[tuple[str, str, str, str], float]] = defaultdict(lambda: defaultdict(float))
         self.named: dict[str, int] = defaultdict(int)
         self.started = time.time()
 
@@ -155,7 +156,8 @@ class Stats:
         else:
             host = ex.head.host
             dest = host.decode("latin-1") if host else UNKNOWN
-        key = (reporter, dest, ex.status, ex.flags)
+        principal = getattr(ex.conn, "peer_principal", "") if reporter == "destination" else ""
+        key = (reporter, dest, ex.status, ex.flags, principal)
         series = self.http.get(key)
         if series is None:
             series = self.http[key] = HttpSeries()
@@ -169,12 +171,16 @@ class Stats:
 
     # -- TCP ------------------------------------------------------------------------------------
 
-    def tcp_add(self, metric: str, reporter: str, cluster: str, flags: str, value: float = 1.0) -> None:
-        self.tcp[metric][(reporter, cluster, flags)] += value
+    def tcp_add(
+        self, metric: str, reporter: str, cluster: str, flags: str, value: float = 1.0, principal: str = ""
+    ) -> None:
+        self.tcp[metric][(reporter, cluster, flags, principal)] += value
 
     # -- exposition -----------------------------------------------------------------------------
 
-    def _labels(self, reporter: str, dest: str, code: str | None, flags: str, protocol: str) -> str:
+    def _labels(
+        self, reporter: str, dest: str, code: str | None, flags: str, protocol: str, principal: str = ""
+    ) -> str:
         me = self.identity
         service, name, namespace = service_of(dest, me.namespace)
         if reporter == "source":
@@ -199,7 +205,10 @@ class Stats:
                 UNKNOWN,
             )
         else:
-            src = (UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, "latest", UNKNOWN)
+            # The peer's namespace is in its SPIFFE ID (spiffe://<domain>/ns/<ns>/sa/<sa>).
+            parts = principal.split("/")
+            peer_ns = parts[4] if len(parts) >= 7 and parts[3] == "ns" else UNKNOWN
+            src = (UNKNOWN, peer_ns, principal or UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, "latest", UNKNOWN)
             dst = (
                 me.workload,
                 me.namespace,
@@ -233,7 +242,11 @@ class Stats:
             pairs += [("response_code", code), ("grpc_response_status", "")]
         pairs += [
             ("response_flags", flags),
-            ("connection_security_policy", "none" if reporter == "source" else "unknown"),
+            # Istio's: the server side says whether the connection was mutual TLS; the client cannot know.
+            (
+                "connection_security_policy",
+                "unknown" if reporter == "source" else ("mutual_tls" if principal else "none"),
+            ),
         ]
         return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
 
@@ -244,8 +257,8 @@ class Stats:
             dur = ["# TYPE istio_request_duration_milliseconds histogram"]
             req = ["# TYPE istio_request_bytes histogram"]
             resp = ["# TYPE istio_response_bytes histogram"]
-            for (reporter, dest, code, flags), s in sorted(self.http.items()):
-                labels = self._labels(reporter, dest, str(code), flags, "http")
+            for (reporter, dest, code, flags, principal), s in sorted(self.http.items()):
+                labels = self._labels(reporter, dest, str(code), flags, "http", principal)
                 total.append(f"istio_requests_total{{{labels}}} {s.count}")
                 dur += s.duration.lines("istio_request_duration_milliseconds", labels)
                 req += s.request_bytes.lines("istio_request_bytes", labels)
@@ -253,8 +266,8 @@ class Stats:
             out += total + dur + req + resp
         for metric in sorted(self.tcp):
             out.append(f"# TYPE {metric} counter")
-            for (reporter, cluster, flags), value in sorted(self.tcp[metric].items()):
-                labels = self._labels(reporter, cluster, None, flags, "tcp")
+            for (reporter, cluster, flags, principal), value in sorted(self.tcp[metric].items()):
+                labels = self._labels(reporter, cluster, None, flags, "tcp", principal)
                 out.append(f"{metric}{{{labels}}} {_number(value)}")
         return "\n".join(out) + "\n"
 

@@ -136,20 +136,33 @@ async def connect_upstream(
     timeout: float,
     source_address: str | None = None,
     idle_timeout: float | None = None,
+    tls: Any = None,
 ) -> bool:
-    """Connect the session's upstream leg and start forwarding; False (with a response flag) on failure."""
+    """Connect the session's upstream leg and start forwarding; False (with a response flag) on failure.
+
+    ``tls``: an UpstreamTls to originate TLS with; the leg counts as connected once the handshake and
+    the peer's identity check are done."""
     loop = asyncio.get_running_loop()
     local = (source_address, 0) if source_address else None
+    layer = None
     try:
-        await asyncio.wait_for(
-            loop.create_connection(lambda: session.upstream, host, port, local_addr=local), timeout
-        )
-    except TimeoutError:
-        session.response_flags = "UF"  # upstream connection failure (timeout)
+        if tls is None:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: session.upstream, host, port, local_addr=local), timeout
+            )
+        else:
+            layer = tls.layer(session.upstream, host, port)
+            await asyncio.wait_for(_connect_tls(loop, layer, host, port, local), timeout)
+    except (TimeoutError, OSError) as exc:
+        if layer is not None:
+            layer.abort()
+        session.response_flags = "UF"  # upstream connection failure (refused, timeout, TLS)
+        session.info["failure"] = str(exc) or type(exc).__name__
         return False
-    except OSError:
-        session.response_flags = "UF"
-        return False
+    except asyncio.CancelledError:
+        if layer is not None:
+            layer.abort()
+        raise
     down = session.downstream.transport
     if down is None or (down.is_closing() and not session.downstream.eof):
         session.close()
@@ -175,6 +188,11 @@ async def connect_upstream(
     if idle_timeout:
         session.idle_watch = loop.create_task(_watch_idle(session, idle_timeout))
     return True
+
+
+async def _connect_tls(loop: Any, layer: Any, host: str, port: int, local: Any) -> None:
+    await loop.create_connection(lambda: layer, host, port, local_addr=local)
+    await layer.handshake
 
 
 async def _watch_idle(session: TcpSession, idle: float) -> None:

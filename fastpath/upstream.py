@@ -298,19 +298,30 @@ async def _open(host: Host, ex: Exchange) -> None:
     loop = asyncio.get_running_loop()
     conn = UpstreamConnection(host)
     local = (cfg.source_address, 0) if cfg.source_address else None
+    layer = None
     try:
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn, host.address, host.port, local_addr=local),
-                cfg.connect_timeout,
-            )
+            if host.tls is None:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: conn, host.address, host.port, local_addr=local),
+                    cfg.connect_timeout,
+                )
+            else:
+                # TLS origination: the connection is usable once the handshake (and the peer's
+                # identity check) is done, so either failure is a connect failure.
+                layer = host.tls.layer(conn, host.address, host.port)
+                await asyncio.wait_for(_open_tls(loop, layer, host, local), cfg.connect_timeout)
         finally:
             cluster.pending_requests -= 1
             ex.connecting = None
     except asyncio.CancelledError:
         conn.abort()  # the exchange went away while we were connecting
+        if layer is not None:
+            layer.abort()
         raise
     except (OSError, TimeoutError) as exc:
+        if layer is not None:
+            layer.abort()
         conn.closed = True
         conn._forget()
         cluster.bump("upstream_cx_connect_fail")
@@ -322,3 +333,8 @@ async def _open(host: Host, ex: Exchange) -> None:
         conn.release()
         return
     ex.on_pool_ready(conn)
+
+
+async def _open_tls(loop: Any, layer: Any, host: Host, local: Any) -> None:
+    await loop.create_connection(lambda: layer, host.address, host.port, local_addr=local)
+    await layer.handshake

@@ -15,6 +15,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from fastpath.config.errors import Resource, join
 from fastpath.config.routes import seconds
+from fastpath.config.tls import UpstreamTls, compile_upstream_socket
 
 DEFAULT_CONNECT_TIMEOUT = 5.0  # Envoy's Cluster.connect_timeout default
 DEFAULT_UPSTREAM_IDLE = 3600.0  # Envoy's common_http_protocol_options.idle_timeout default
@@ -43,7 +44,11 @@ _CLUSTER_FIELDS = {
     "least_request_lb_config",
     "round_robin_lb_config",
     "original_dst_lb_config",
+    "transport_socket",
+    "transport_socket_matches",
 }
+# Endpoint metadata that picks a cluster's transport_socket_matches entry (Istio's tlsMode).
+SOCKET_MATCH_KEY = "envoy.transport_socket_match"
 _OUTLIER_FIELDS = {
     "consecutive_5xx",
     "interval",
@@ -73,6 +78,8 @@ class Endpoint:
     port: int
     weight: int = 1
     priority: int = 0
+    # envoy.transport_socket_match metadata, e.g. (("tlsMode", "istio"),): picks the transport socket.
+    socket_match: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,18 @@ class ClusterConfig:
     dns_refresh: float = 5.0
     panic_threshold: float = 50.0  # percent of healthy hosts below which all hosts are used
     fingerprint: bytes = b""  # the serialized resource: equal fingerprints keep the runtime state
+    tls: UpstreamTls | None = None  # transport_socket: what every host gets unless a match says otherwise
+    # transport_socket_matches: (metadata every key of which the endpoint must carry, socket); first wins.
+    tls_matches: tuple[tuple[tuple[tuple[str, str], ...], UpstreamTls | None], ...] = ()
+
+    def tls_for(self, endpoint: Endpoint | None) -> UpstreamTls | None:
+        """The transport socket for one endpoint (Envoy's transport_socket_matches, then the default)."""
+        if self.tls_matches:
+            have = set(endpoint.socket_match) if endpoint is not None else set()
+            for match, socket in self.tls_matches:
+                if all(item in have for item in match):
+                    return socket
+        return self.tls
 
     @property
     def original_dst(self) -> bool:
@@ -166,7 +185,11 @@ def compile_endpoints(
             if not 0 < sock.port_value < 65536:
                 raise res.error(join(epath, "endpoint.address.socket_address.port_value"), "must be 1-65535")
             weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
-            out.append(Endpoint(sock.address, sock.port_value, max(1, weight), locality.priority))
+            match: tuple[tuple[str, str], ...] = ()
+            fm = lb.metadata.filter_metadata
+            if SOCKET_MATCH_KEY in fm:
+                match = _string_fields(fm[SOCKET_MATCH_KEY])
+            out.append(Endpoint(sock.address, sock.port_value, max(1, weight), locality.priority, match))
     return tuple(out)
 
 
@@ -174,9 +197,22 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
     res = Resource("Cluster", c.name)
     if not c.name:
         raise res.error("name", "required")
-    if c.HasField("transport_socket") or len(c.transport_socket_matches):
-        raise res.error("transport_socket", "TLS to upstreams is not supported by mizzen-proxy yet")
     res.reject_unsupported(c, "", _CLUSTER_FIELDS)
+    tls = (
+        compile_upstream_socket(res, "transport_socket", c.transport_socket)
+        if c.HasField("transport_socket")
+        else None
+    )
+    tls_matches = []
+    for i, m in enumerate(c.transport_socket_matches):
+        mp = f"transport_socket_matches[{i}]"
+        res.reject_unsupported(m, mp, {"name", "match", "transport_socket"})
+        socket = (
+            compile_upstream_socket(res, join(mp, "transport_socket"), m.transport_socket)
+            if m.HasField("transport_socket")
+            else None
+        )
+        tls_matches.append((_string_fields(m.match), socket))
     discovery = cluster_pb2.Cluster.DiscoveryType.Name(c.type)
     if discovery not in _DISCOVERY:
         raise res.error("type", f"{discovery} is not supported ({', '.join(_DISCOVERY)})")
@@ -288,7 +324,18 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
         dns_refresh=seconds(c.dns_refresh_rate) if c.HasField("dns_refresh_rate") else 5.0,
         panic_threshold=panic,
         fingerprint=c.SerializeToString(deterministic=True),
+        tls=tls,
+        tls_matches=tuple(tls_matches),
     )
+
+
+def _string_fields(struct: object) -> tuple[tuple[str, str], ...]:
+    """The string-valued fields of a protobuf Struct, sorted (transport socket matching compares them)."""
+    fields = getattr(struct, "fields", {})
+    return tuple(
+        sorted((k, v.string_value) for k, v in fields.items() if v.WhichOneof("kind") == "string_value")
+    )
+
 
 
 def compile_outlier(res: Resource, o: object) -> OutlierDetection:

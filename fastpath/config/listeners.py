@@ -13,11 +13,14 @@ from fastpath.access_log import AccessLog
 from fastpath.config.errors import Resource, join
 from fastpath.config.hcm import HcmConfig, compile_access_log, compile_hcm
 from fastpath.config.routes import seconds
+from fastpath.config.tls import DownstreamTls, compile_downstream_socket
+from fastpath.rbac import RbacEngine, compile_rbac
 
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 HTTP_CONNECTION_MANAGER = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
+NETWORK_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 ORIGINAL_DST_FILTER = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 HTTP_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
@@ -48,7 +51,7 @@ _LISTENER_FIELDS = {
     "stat_prefix",
     "access_log",
 }
-_CHAIN_FIELDS = {"filter_chain_match", "filters", "name", "metadata"}
+_CHAIN_FIELDS = {"filter_chain_match", "filters", "name", "metadata", "transport_socket"}
 _TCP_FIELDS = {
     "stat_prefix",
     "cluster",
@@ -116,6 +119,8 @@ class FilterChainConfig:
     match: ChainMatch
     tcp_proxy: TcpProxyConfig | None = None
     http: HcmConfig | None = None
+    tls: DownstreamTls | None = None  # terminate TLS (transport_socket) before the filters
+    rbac: tuple[RbacEngine, ...] = ()  # network RBAC filters, in order, before the terminal filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,28 +237,55 @@ def _compile_tcp(res: Resource, path: str, tp: tcp_proxy_pb2.TcpProxy) -> TcpPro
     return TcpProxyConfig(tp.stat_prefix, clusters, idle, max(1, attempts), logs)
 
 
+def _compile_network_rbac(res: Resource, path: str, flt: listener_components_pb2.Filter) -> RbacEngine:
+    from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+
+    cfg = network_rbac_pb2.RBAC()
+    flt.typed_config.Unpack(cfg)
+    p = join(path, "typed_config")
+    res.reject_unsupported(cfg, p, {"rules", "stat_prefix"})
+    if not cfg.HasField("rules"):
+        raise res.error(join(p, "rules"), "required (mizzen-proxy has no shadow-only RBAC)")
+    return compile_rbac(res, join(p, "rules"), cfg.rules)
+
+
 def _compile_chain(res: Resource, path: str, fc: listener_components_pb2.FilterChain) -> FilterChainConfig:
-    if fc.HasField("transport_socket"):
-        raise res.error(
-            join(path, "transport_socket"), "TLS termination is not supported by mizzen-proxy yet"
-        )
     res.reject_unsupported(fc, path, _CHAIN_FIELDS)
     match = _compile_match(res, join(path, "filter_chain_match"), fc.filter_chain_match)
-    if len(fc.filters) != 1:
-        raise res.error(
-            join(path, "filters"), "exactly one network filter (tcp_proxy or http_connection_manager)"
-        )
-    flt = fc.filters[0]
-    fpath = f"{path}.filters[0]"
+    tls = (
+        compile_downstream_socket(res, join(path, "transport_socket"), fc.transport_socket)
+        if fc.HasField("transport_socket")
+        else None
+    )
+    rbac: list[RbacEngine] = []
+    for i, flt in enumerate(fc.filters[:-1]):
+        if flt.typed_config.type_url != NETWORK_RBAC:
+            raise res.error(
+                f"{path}.filters[{i}]",
+                "only network RBAC filters may come before the terminal filter (tcp_proxy or "
+                "http_connection_manager)",
+            )
+        rbac.append(_compile_network_rbac(res, f"{path}.filters[{i}]", flt))
+    if not fc.filters:
+        raise res.error(join(path, "filters"), "a terminal filter (tcp_proxy or http_connection_manager)")
+    last = len(fc.filters) - 1
+    flt = fc.filters[last]
+    fpath = f"{path}.filters[{last}]"
     url = flt.typed_config.type_url
     if url == HTTP_CONNECTION_MANAGER:
+        if rbac:
+            raise res.error(
+                f"{path}.filters[0]", "HTTP chains take RBAC as an HTTP filter (envoy.filters.http.rbac)"
+            )
         h = hcm_pb2.HttpConnectionManager()
         flt.typed_config.Unpack(h)
-        return FilterChainConfig(fc.name, match, http=compile_hcm(res, fpath, h))
+        return FilterChainConfig(fc.name, match, http=compile_hcm(res, fpath, h), tls=tls)
     if url == TCP_PROXY:
         tp = tcp_proxy_pb2.TcpProxy()
         flt.typed_config.Unpack(tp)
-        return FilterChainConfig(fc.name, match, tcp_proxy=_compile_tcp(res, fpath, tp))
+        return FilterChainConfig(
+            fc.name, match, tcp_proxy=_compile_tcp(res, fpath, tp), tls=tls, rbac=tuple(rbac)
+        )
     raise res.error(join(fpath, "typed_config"), f"unsupported network filter {url or flt.name!r}")
 
 
