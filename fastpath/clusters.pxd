@@ -17,6 +17,9 @@ cdef class Host:
     cdef public long consecutive_local
     cdef public double ejected_until
     cdef public long ejections
+    cdef public long priority
+    cdef public str locality
+    cdef public long locality_weight
     cdef public object tls
 
 
@@ -40,8 +43,9 @@ cdef class Cluster:
     cdef public bint removed
     cdef public dict stats
     cdef object _dns_task
-    cdef object _eject_timer
+    cdef public object detector
     cpdef Host pick(self, Host exclude=*)
+    cpdef Host pick_hash(self, object key, Host exclude=*)
     cpdef bump(self, str stat, long n=*)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from fastpath import lb
 from fastpath.config.clusters import ClusterConfig, Endpoint
+from fastpath.outlier import OutlierDetector
 from mizzen import logs
 
 if TYPE_CHECKING:
@@ -40,7 +40,10 @@ class Host:
         "ejected_until",
         "ejections",
         "idle",
+        "locality",
+        "locality_weight",
         "port",
+        "priority",
         "tls",
         "waiting",
         "weight",
@@ -60,6 +63,9 @@ class Host:
         self.consecutive_local = 0
         self.ejected_until = 0.0  # when the current ejection ends; 0: in service
         self.ejections = 0  # the ejection count that scales the next ejection's length
+        self.priority = 0
+        self.locality = ""
+        self.locality_weight = 0
         self.tls: Any = cluster.config.tls  # the transport socket (UpstreamTls) or None: plain text
 
     @property
@@ -95,7 +101,7 @@ class Cluster:
         self.removed = False
         self.stats: dict[str, int] = {}
         self._dns_task: asyncio.Task[None] | None = None
-        self._eject_timer: asyncio.TimerHandle | None = None
+        self.detector = OutlierDetector(self, config.outlier) if config.outlier is not None else None
         self.set_endpoints(endpoints)
 
     # -- membership ---------------------------------------------------------------------------------
@@ -103,9 +109,6 @@ class Cluster:
     def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the cluster's hosts, keeping the Host objects (and their pools) of those that stay."""
         eps = list(endpoints)
-        if eps:
-            top = min(e.priority for e in eps)  # the best priority level carries the traffic
-            eps = [e for e in eps if e.priority == top]
         fresh: dict[tuple[str, int], Host] = {}
         for e in eps:
             key = (e.host, e.port)
@@ -113,6 +116,9 @@ class Cluster:
             if host is None:
                 host = Host(self, key[0], key[1], e.weight)
             host.weight = e.weight
+            host.priority = e.priority
+            host.locality = e.locality
+            host.locality_weight = e.locality_weight
             host.tls = self.config.tls_for(e)
             fresh[key] = host
         for key, host in self.hosts.items():
@@ -124,19 +130,57 @@ class Cluster:
         self.refresh()
 
     def refresh(self) -> None:
-        """Rebuild the picker over the hosts that may take traffic (not ejected, unless in panic)."""
-        now = time.monotonic()
+        """Rebuild the picker over the hosts that may take traffic: not ejected (unless the cluster is in
+        panic), spread over priority levels by their health, and over localities by weight."""
         hosts = list(self.hosts.values())
-        healthy = [h for h in hosts if h.ejected_until <= now]
+        healthy = [h for h in hosts if not h.ejected_until]
+        policy = self.config.lb_policy
+        table = self.config.hash_table_size
         if hosts and len(healthy) * 100 < len(hosts) * self.config.panic_threshold:
             healthy = hosts  # Envoy's panic mode: too few healthy hosts, use them all
         self.candidates = healthy
-        self.picker = lb.make(
-            self.config.lb_policy, healthy, random.randrange(len(healthy)) if healthy else 0
+        levels = sorted({h.priority for h in hosts})
+        if len(levels) <= 1:
+            self.picker = self._picker(healthy, policy, table)
+            return
+        # Priority levels (locality failover): Envoy's priority load with an overprovisioning factor of
+        # 1.4 -- a level keeps all the load until its healthy share drops below ~71%, then spills over.
+        shares: list[tuple[int, list[Host]]] = []
+        for level in levels:
+            members = [h for h in hosts if h.priority == level]
+            usable = [h for h in healthy if h.priority == level]
+            shares.append((min(100, (140 * len(usable)) // len(members)), usable))
+        total = sum(share for share, _ in shares)
+        loads: list[tuple[int, lb.Picker]] = []
+        remaining = 100
+        for share, usable in shares:
+            load = min(remaining, share) if total >= 100 else (share * 100) // max(total, 1)
+            remaining -= load
+            if load > 0 and usable:
+                loads.append((load, self._picker(usable, policy, table)))
+        self.picker = lb.Prioritized(loads) if loads else self._picker([], policy, table)
+
+    def _picker(self, hosts: list[Host], policy: str, table: int) -> lb.Picker:
+        start = random.randrange(len(hosts)) if hosts else 0
+        if not self.config.locality_weighted or len({h.locality for h in hosts}) <= 1:
+            return lb.make(policy, hosts, start, table)
+        groups: dict[str, list[Host]] = {}
+        for h in hosts:
+            groups.setdefault(h.locality, []).append(h)
+        return lb.LocalityWeighted(
+            [
+                (members[0].locality_weight, lb.make(policy, members, 0, table))
+                for _, members in sorted(groups.items())
+                if members[0].locality_weight > 0
+            ]
         )
 
     def pick(self, exclude: Host | None = None) -> Host | None:
         return self.picker.pick(exclude)  # type: ignore[return-value]
+
+    def pick_hash(self, key: int, exclude: Host | None = None) -> Host | None:
+        """A host for a request with a consistent-hash key (ring hash / Maglev clusters map it)."""
+        return self.picker.pick_hash(key, exclude)  # type: ignore[return-value]
 
     def original_dst_host(self, address: str, port: int) -> Host:
         """ORIGINAL_DST clusters: a host per destination, made on first use (pools per destination)."""
@@ -149,79 +193,9 @@ class Cluster:
     # -- outlier detection --------------------------------------------------------------------------
 
     def report(self, host: Host, status: int, local_origin: bool = False) -> None:
-        """Passive health: count consecutive errors per host, eject past the thresholds."""
-        od = self.config.outlier
-        if od is None:
-            return
-        if local_origin:
-            if od.split_local_origin:
-                host.consecutive_local += 1
-                if host.consecutive_local >= od.consecutive_local_origin_failure and self._enforce(
-                    od.enforcing_consecutive_local_origin_failure
-                ):
-                    self._eject(host, "consecutive local-origin failures")
-                return
-            status = 503  # not split: a connect failure counts as a 5xx
-        if status >= 500:
-            host.consecutive_5xx += 1
-            gateway = status in (502, 503, 504)
-            host.consecutive_gateway = host.consecutive_gateway + 1 if gateway else 0
-            if host.consecutive_5xx >= od.consecutive_5xx and self._enforce(od.enforcing_consecutive_5xx):
-                self._eject(host, "consecutive 5xx")
-            elif (
-                gateway
-                and host.consecutive_gateway >= od.consecutive_gateway_failure
-                and self._enforce(od.enforcing_consecutive_gateway_failure)
-            ):
-                self._eject(host, "consecutive gateway failures")
-        else:
-            host.consecutive_5xx = host.consecutive_gateway = 0
-            if not local_origin:
-                host.consecutive_local = 0
-
-    @staticmethod
-    def _enforce(percent: int) -> bool:
-        return percent >= 100 or (percent > 0 and random.randrange(100) < percent)
-
-    def _eject(self, host: Host, why: str) -> None:
-        od = self.config.outlier
-        assert od is not None
-        now = time.monotonic()
-        if host.ejected_until > now:
-            return
-        ejected = sum(1 for h in self.hosts.values() if h.ejected_until > now)
-        # Envoy always allows one ejection, then stops at max_ejection_percent.
-        if ejected and (ejected + 1) * 100 > len(self.hosts) * od.max_ejection_percent:
-            return
-        host.ejections += 1
-        duration = min(
-            od.base_ejection_time * host.ejections, max(od.max_ejection_time, od.base_ejection_time)
-        )
-        host.ejected_until = now + duration
-        host.consecutive_5xx = host.consecutive_gateway = host.consecutive_local = 0
-        self.bump("outlier_detection.ejections_enforced_total")
-        log.info("host ejected", cluster=self.name, host=host.label, reason=why, seconds=duration)
-        self.refresh()
-        self._arm_uneject(now + duration)
-
-    def _arm_uneject(self, at: float) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._eject_timer is not None and self._eject_timer.when() <= at:
-            return
-        if self._eject_timer is not None:
-            self._eject_timer.cancel()
-        self._eject_timer = loop.call_at(loop.time() + max(0.0, at - time.monotonic()), self._uneject)
-
-    def _uneject(self) -> None:
-        self._eject_timer = None
-        now = time.monotonic()
-        self.refresh()
-        pending = [h.ejected_until for h in self.hosts.values() if h.ejected_until > now]
-        if pending:
-            self._arm_uneject(min(pending))
+        """Passive health: one outcome of a request to ``host`` (see ``fastpath.outlier``)."""
+        if self.detector is not None:
+            self.detector.report(host, status, local_origin)
 
     # -- DNS ----------------------------------------------------------------------------------------
 
@@ -258,8 +232,8 @@ class Cluster:
         self.removed = True
         if self._dns_task is not None:
             self._dns_task.cancel()
-        if self._eject_timer is not None:
-            self._eject_timer.cancel()
+        if self.detector is not None:
+            self.detector.close()
         for host in self.hosts.values():
             for conn in host.idle:
                 conn.close()
@@ -302,6 +276,12 @@ class ClusterManager:
         """Close pooled connections idle past their cluster's idle_timeout (called every second)."""
         for cluster in self.clusters.values():
             limit = cluster.config.idle_timeout
+            lifetime = cluster.config.max_connection_duration
+            if lifetime > 0:
+                for host in cluster.hosts.values():
+                    for conn in [c for c in host.idle if now - c.born >= lifetime]:
+                        host.idle.remove(conn)
+                        conn.close()
             if limit <= 0:
                 continue
             for host in cluster.hosts.values():

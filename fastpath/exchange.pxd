@@ -50,6 +50,10 @@ cdef class Exchange:
     cdef public long activity
     cdef public long idle_seen
     cdef public double idle_check
+    cdef public tuple chain
+    cdef public bytes response_extra
+    cdef public object hash_key
+    cdef public list taps
     cpdef begin(self)
     cpdef resume(self)
     cpdef request_data(self, bytes data, Py_ssize_t start, Py_ssize_t end)

@@ -13,7 +13,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastpath import filters, headers
+from fastpath import filters, hashing, headers, mirror
 from fastpath import upstream as pool
 from fastpath.clusters import Cluster, Host
 from fastpath.routing import Route, RouteAction
@@ -38,6 +38,7 @@ class Exchange:
         "body_size",
         "bytes_received",
         "bytes_sent",
+        "chain",
         "cluster",
         "conn",
         "connecting",
@@ -48,6 +49,7 @@ class Exchange:
         "filter_state",
         "flags",
         "grpc_status",
+        "hash_key",
         "head",
         "host",
         "idle_check",
@@ -58,6 +60,7 @@ class Exchange:
         "request_complete",
         "request_id",
         "response_complete",
+        "response_extra",
         "response_head",
         "response_started",
         "retries_left",
@@ -65,6 +68,7 @@ class Exchange:
         "route",
         "start",
         "status",
+        "taps",
         "try_deadline",
         "tunnel",
         "tunnel_eofs",
@@ -115,6 +119,10 @@ class Exchange:
         self.upstream_time: int | None = None
         self.filter_index = 0
         self.filter_state: dict[str, Any] | None = None  # made by the filters that need it
+        self.chain = conn.filters  # the route may add passive filters it configures (begin)
+        self.response_extra = b""  # header lines filters add to the response (CORS, hash cookies)
+        self.hash_key: int | None = None  # consistent-hash key of the request, when the route hashes
+        self.taps: list[Any] | None = None  # request copies fed the body as it arrives (mirrors)
         # Stream idle timeout without a clock read per event: events bump ``activity``; the timer
         # checks it every stream_idle_timeout and fires when it has not moved.
         self.activity = 0
@@ -145,6 +153,8 @@ class Exchange:
             self.local_reply(404, b"", "NR", "route_not_found")
             return
         self.route = route
+        if route.typed_per_filter_config:
+            self.chain = conn.hcm.chain_for(route)
         if self.request_id is None and conn.generate_request_id:
             # Sidecars treat requests as internal (use_remote_address false): an incoming ID is kept.
             self.request_id = headers.request_id()
@@ -164,7 +174,7 @@ class Exchange:
 
     def resume(self) -> None:
         """Run the filters from where they stopped, then the router."""
-        chain = self.conn.filters
+        chain = self.chain
         while self.filter_index < len(chain):
             f = chain[self.filter_index]
             self.filter_index += 1
@@ -178,11 +188,15 @@ class Exchange:
         route = self.route
         assert route is not None and route.action is not None
         action = self.action = route.action
-        name = (
-            action.cluster
-            if action.weighted is None
-            else action.weighted.pick(random.randrange(action.weighted.total))
-        )
+        weighted = action.weighted
+        if weighted is None:
+            name = action.cluster
+        else:
+            i = weighted.index(random.randrange(weighted.total))
+            name = weighted.names[i]
+            if weighted.variants is not None:
+                # This destination's own header changes ride on its variant of the route.
+                route = self.route = weighted.variants[i]
         cluster = self.conn.clusters.get(name)
         if cluster is None:
             self.local_reply(503, b"", "NC", "cluster_not_found")
@@ -195,8 +209,15 @@ class Exchange:
         retry = action.retry
         if retry is not None and retry.num_retries > 0:
             self.retries_left = retry.num_retries
-            self.body = []
+            # Body that arrived while a filter held the request is the start of what a retry replays.
+            self.body = self.pending_body or []
+            self.body_size = sum(len(c) for c in self.body)
+            self.pending_body = None
+        if action.hash_policies:
+            self.hash_key = hashing.request_hash(self, action.hash_policies)
         self.upstream_head = self._build_upstream_head()
+        if action.mirrors:
+            mirror.start(self, action.mirrors)
         if action.timeout and self.request_complete:
             self.deadline = time.monotonic() + action.timeout
             self.conn.watch(self.deadline)
@@ -268,7 +289,8 @@ class Exchange:
             exclude = (
                 previous if self.action and self.action.retry and self.action.retry.previous_hosts else None
             )
-            host = cluster.pick(exclude)
+            key = self.hash_key
+            host = cluster.pick(exclude) if key is None else cluster.pick_hash(key, exclude)
             if host is None:
                 self.local_reply(503, b"no healthy upstream", "UH", "no_healthy_upstream")
                 return
@@ -307,6 +329,9 @@ class Exchange:
         self.activity += 1
         chunk = data if start == 0 and end == len(data) else data[start:end]
         self.bytes_received += end - start
+        if self.taps is not None:
+            for tap in self.taps:
+                tap.feed(chunk)
         if self.tunnel:
             if self.upstream is not None:
                 self.upstream.send(chunk)
@@ -332,6 +357,9 @@ class Exchange:
 
     def request_end(self) -> None:
         self.request_complete = True
+        if self.taps is not None:
+            for tap in self.taps:
+                tap.end()
         action = self.action
         if action is not None and action.timeout and not self.deadline:
             self.deadline = time.monotonic() + action.timeout
@@ -364,7 +392,7 @@ class Exchange:
         self.status = status
         self.response_head = head
         self.upstream_time = int((time.monotonic() - self.upstream_start) * 1000)
-        for f in self.conn.filters:
+        for f in self.chain:
             f.on_response(self)
         if self.done:
             return
@@ -383,6 +411,8 @@ class Exchange:
         extra = b"x-envoy-upstream-service-time: %d\r\n" % self.upstream_time
         if conn.request_id_in_response and self.request_id is not None and head.get(b"x-request-id") is None:
             extra += b"x-request-id: " + self.request_id + b"\r\n"
+        if self.response_extra:
+            extra += self.response_extra
         set_headers: dict[bytes, bytes] = {}
         remove: frozenset[bytes] = frozenset()
         if route is not None:
@@ -690,6 +720,8 @@ class Exchange:
             self.keep_alive = False
         if self.request_id is not None and self.conn.request_id_in_response:
             extra += b"x-request-id: " + self.request_id + b"\r\n"
+        if self.response_extra:
+            extra += self.response_extra
         data = headers.local_reply(
             status, body, close=close, extra=extra, head_only=self.head.method == b"HEAD"
         )
@@ -714,7 +746,7 @@ class Exchange:
             self.connecting.cancel()
             self.connecting = None
         self._end_attempt()
-        for f in self.conn.filters:
+        for f in self.chain:
             f.on_complete(self)
         self.conn.exchange_done(self)
 

@@ -21,7 +21,24 @@ cdef class WeightedClusters:
     cdef public tuple bounds
     cdef public tuple names
     cdef public long total
+    cdef public tuple variants
+    cpdef long index(self, long n)
     cpdef str pick(self, long n)
+
+
+cdef class MirrorPolicy:
+    cdef public str cluster
+    cdef public long numerator
+    cdef public long denominator
+    cdef public bint host_suffix
+
+
+cdef class HashPolicy:
+    cdef public long kind
+    cdef public str name
+    cdef public bint terminal
+    cdef public object ttl
+    cdef public str cookie_path
 
 
 cdef class RouteAction:
@@ -34,6 +51,8 @@ cdef class RouteAction:
     cdef public object regex_rewrite
     cdef public object host_rewrite
     cdef public bint websocket
+    cdef public tuple mirrors
+    cdef public tuple hash_policies
 
 
 cdef class DirectResponse:

@@ -104,9 +104,13 @@ class RetryPolicy:
 
 
 class WeightedClusters:
-    """A split of traffic: ``pick(n)`` with ``n`` uniform in [0, total) gives the cluster name."""
+    """A split of traffic: ``pick(n)`` with ``n`` uniform in [0, total) gives the cluster name.
 
-    __slots__ = ("bounds", "names", "total")
+    ``variants``: when destinations carry their own header changes, one Route per destination (same
+    match, that destination's cluster, its headers merged with the route's), in the order of ``names``.
+    """
+
+    __slots__ = ("bounds", "names", "total", "variants")
 
     def __init__(self, clusters: list[tuple[str, int]]) -> None:
         self.names = tuple(name for name, weight in clusters if weight > 0)
@@ -117,12 +121,57 @@ class WeightedClusters:
                 bounds.append(running)
         self.bounds = tuple(bounds)
         self.total = running
+        self.variants: tuple[Route, ...] | None = None
 
-    def pick(self, n: int) -> str:
+    def index(self, n: int) -> int:
+        """The position of the destination that ``n`` (uniform in [0, total)) falls on."""
         for i, bound in enumerate(self.bounds):
             if n < bound:
-                return self.names[i]
-        return self.names[-1]
+                return i
+        return len(self.bounds) - 1
+
+    def pick(self, n: int) -> str:
+        return self.names[self.index(n)]  # type: ignore[no-any-return]
+
+
+class MirrorPolicy:
+    """Envoy's RequestMirrorPolicy: a copy of the request to ``cluster`` for ``numerator`` out of
+    ``denominator`` requests; the response is read and dropped."""
+
+    __slots__ = ("cluster", "denominator", "host_suffix", "numerator")
+
+    def __init__(self, cluster: str, numerator: int, denominator: int, host_suffix: bool = True) -> None:
+        self.cluster = cluster
+        self.numerator = numerator
+        self.denominator = denominator
+        self.host_suffix = host_suffix  # "-shadow" appended to the Host of the copy
+
+
+# HashPolicy.kind
+HASH_HEADER = 0
+HASH_COOKIE = 1
+HASH_SOURCE_IP = 2
+HASH_QUERY = 3
+
+
+class HashPolicy:
+    """One of a route's hash policies (consistent-hash load balancing): what of the request is hashed."""
+
+    __slots__ = ("cookie_path", "kind", "name", "terminal", "ttl")
+
+    def __init__(
+        self,
+        kind: int,
+        name: str = "",
+        terminal: bool = False,
+        ttl: float | None = None,
+        cookie_path: str = "",
+    ) -> None:
+        self.kind = kind
+        self.name = name  # header (lower case), cookie or query parameter name
+        self.terminal = terminal
+        self.ttl = ttl  # cookies: when set, a missing cookie is generated and returned with this Max-Age
+        self.cookie_path = cookie_path
 
 
 class RouteAction:
@@ -130,8 +179,10 @@ class RouteAction:
 
     __slots__ = (
         "cluster",
+        "hash_policies",
         "host_rewrite",
         "idle_timeout",
+        "mirrors",
         "prefix_rewrite",
         "regex_rewrite",
         "retry",
@@ -151,6 +202,8 @@ class RouteAction:
         regex_rewrite: tuple[re.Pattern[str], str] | None = None,
         host_rewrite: bytes | None = None,
         websocket: bool = False,
+        mirrors: tuple[MirrorPolicy, ...] = (),
+        hash_policies: tuple[HashPolicy, ...] = (),
     ) -> None:
         self.cluster = cluster
         self.weighted = weighted
@@ -161,6 +214,8 @@ class RouteAction:
         self.regex_rewrite = regex_rewrite
         self.host_rewrite = host_rewrite
         self.websocket = websocket
+        self.mirrors = mirrors
+        self.hash_policies = hash_policies
 
     @property
     def rewrites(self) -> bool:

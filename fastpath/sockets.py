@@ -1,4 +1,4 @@
-"""Socket facts the sidecar needs: where a redirected connection was going."""
+"""Socket facts the sidecar needs: where a redirected connection was going; TCP keepalive upstream."""
 
 from __future__ import annotations
 
@@ -18,3 +18,16 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
         return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from("!H", raw, 2)[0]
     raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
     return socket.inet_ntoa(raw[4:8]), struct.unpack_from("!H", raw, 2)[0]
+
+
+def set_keepalive(sock: socket.socket | None, probes: int, idle: int, interval: int) -> None:
+    """SO_KEEPALIVE on, with the probe count, idle time and probe interval given (0: the system's)."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if probes:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
+    if idle:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    if interval:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)

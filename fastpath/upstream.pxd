@@ -14,6 +14,7 @@ cdef class UpstreamConnection:
     cdef public Exchange exchange
     cdef public long requests
     cdef public double idle_since
+    cdef public double born
     cdef public bint closed
     cdef public bint keep_alive
     cdef public bint discarding

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fastpath import http1
 from fastpath.clusters import Cluster, Host
 from fastpath.outbox import OUTBOX, Outbox
+from fastpath.sockets import set_keepalive
 
 if TYPE_CHECKING:
     from fastpath.exchange import Exchange
@@ -29,6 +30,7 @@ class UpstreamConnection:
     """The protocol of one upstream connection (an asyncio protocol, duck-typed for uvloop)."""
 
     __slots__ = (
+        "born",
         "closed",
         "cluster",
         "discarding",
@@ -51,6 +53,7 @@ class UpstreamConnection:
         self.exchange: Exchange | None = None
         self.requests = 0
         self.idle_since = 0.0
+        self.born = time.monotonic()  # max_connection_duration counts from here
         self.closed = False
         self.keep_alive = True
         self.discarding = (
@@ -65,6 +68,9 @@ class UpstreamConnection:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        keepalive = self.cluster.config.tcp_keepalive
+        if keepalive is not None:
+            set_keepalive(transport.get_extra_info("socket"), *keepalive)
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
@@ -185,6 +191,7 @@ class UpstreamConnection:
             or self.cluster.removed
             or (ex is not None and ex.tunnel)
             or (cfg.max_requests_per_connection and self.requests >= cfg.max_requests_per_connection)
+            or (cfg.max_connection_duration and time.monotonic() - self.born >= cfg.max_connection_duration)
             or self.transport is None
             or self.transport.is_closing()
             or not self.parser.idle

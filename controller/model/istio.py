@@ -14,6 +14,26 @@ import msgspec
 
 from controller.model.hosts import resolve_export_to, resolve_gateway_name, resolve_host
 from controller.model.meta import ObjectMeta, object_meta, spec_of
+from controller.model.policies import (
+    ConsistentHash,
+    CorsPolicy,
+    Delegate,
+    DirectResponse,
+    Fault,
+    Headers,
+    LocalityLb,
+    Mirror,
+    Redirect,
+    build_consistent_hash,
+    build_cors,
+    build_delegate,
+    build_direct_response,
+    build_fault,
+    build_headers,
+    build_locality_lb,
+    build_mirrors,
+    build_redirect,
+)
 from controller.model.protocol import MeshProtocol, parse_protocol
 from controller.model.values import (
     Duration,
@@ -46,6 +66,7 @@ class RouteDestination(msgspec.Struct, frozen=True, gc=False):
     destination: Destination
     # Already normalised: a lone destination weighs 100; validation guarantees the sum is 100.
     weight: int
+    headers: Headers | None = None
 
 
 class HTTPMatch(msgspec.Struct, frozen=True, gc=False):
@@ -58,6 +79,10 @@ class HTTPMatch(msgspec.Struct, frozen=True, gc=False):
     port: int | None
     ignore_uri_case: bool
     gateways: tuple[str, ...]
+    scheme: StringMatch | None = None
+    without_headers: FrozenMap[StringMatch] = FrozenMap()
+    source_labels: FrozenMap[str] = FrozenMap()
+    source_namespace: str | None = None
 
 
 class Retry(msgspec.Struct, frozen=True, gc=False):
@@ -69,6 +94,7 @@ class Retry(msgspec.Struct, frozen=True, gc=False):
 class Rewrite(msgspec.Struct, frozen=True, gc=False):
     uri: str | None
     authority: str | None
+    uri_regex: tuple[str, str] | None = None  # (RE2 pattern, substitution)
 
 
 class HTTPRoute(msgspec.Struct, frozen=True, gc=False):
@@ -78,15 +104,27 @@ class HTTPRoute(msgspec.Struct, frozen=True, gc=False):
     timeout: Duration | None
     retries: Retry | None  # None: Istio's default policy; attempts 0 disables retries
     rewrite: Rewrite | None
+    fault: Fault | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    headers: Headers | None = None
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    cors: CorsPolicy | None = None
+    delegate: Delegate | None = None
 
 
 class L4Match(msgspec.Struct, frozen=True, gc=False):
     port: int | None
     destination_subnets: tuple[str, ...]
     gateways: tuple[str, ...]
+    sni_hosts: tuple[str, ...] = ()  # TLS routes only
+    source_labels: FrozenMap[str] = FrozenMap()
+    source_namespace: str | None = None
 
 
 class TCPRoute(msgspec.Struct, frozen=True, gc=False):
+    """A ``tcp`` rule, or a ``tls`` one (its matches carry ``sni_hosts``)."""
+
     matches: tuple[L4Match, ...]
     route: tuple[RouteDestination, ...]
 
@@ -98,10 +136,16 @@ class VirtualService(msgspec.Struct, frozen=True, gc=False):
     http: tuple[HTTPRoute, ...]
     tcp: tuple[TCPRoute, ...]
     export_to: frozenset[str]
+    tls: tuple[TCPRoute, ...] = ()
 
     @property
     def key(self) -> ResourceKey:
         return ResourceKey("VirtualService", self.meta.namespace, self.meta.name)
+
+    @property
+    def delegates(self) -> tuple[Delegate, ...]:
+        """The VirtualServices this one hands routes to (``http[].delegate``)."""
+        return tuple(r.delegate for r in self.http if r.delegate is not None)
 
     @property
     def applies_to_mesh(self) -> bool:
@@ -121,15 +165,25 @@ def _destination(raw: Mapping[str, Any], namespace: str) -> Destination:
 def _route_destinations(raw: Any, namespace: str) -> tuple[RouteDestination, ...]:
     items = list(raw or ())
     if len(items) == 1:
-        return (RouteDestination(_destination(items[0].get("destination") or {}, namespace), 100),)
+        item = items[0]
+        dest = _destination(item.get("destination") or {}, namespace)
+        return (RouteDestination(dest, 100, build_headers(item.get("headers"))),)
     return tuple(
-        RouteDestination(_destination(item.get("destination") or {}, namespace), int(item.get("weight") or 0))
+        RouteDestination(
+            _destination(item.get("destination") or {}, namespace),
+            int(item.get("weight") or 0),
+            build_headers(item.get("headers")),
+        )
         for item in items
     )
 
 
 def _http_match(raw: Mapping[str, Any], namespace: str) -> HTTPMatch:
     return HTTPMatch(
+        scheme=string_match(raw.get("scheme")),
+        without_headers=string_match_map(raw.get("withoutHeaders")),
+        source_labels=str_map(raw.get("sourceLabels")),
+        source_namespace=str(raw["sourceNamespace"]) if raw.get("sourceNamespace") else None,
         name=str(raw.get("name") or ""),
         uri=string_match(raw.get("uri")),
         method=string_match(raw.get("method")),
@@ -152,28 +206,49 @@ def _retry(raw: Mapping[str, Any] | None) -> Retry | None:
     )
 
 
+def _rewrite(raw: Mapping[str, Any] | None) -> Rewrite | None:
+    if not raw:
+        return None
+    regex = raw.get("uriRegexRewrite")
+    return Rewrite(
+        uri=raw.get("uri"),
+        authority=raw.get("authority"),
+        uri_regex=(str(regex.get("match") or ""), str(regex.get("rewrite") or "")) if regex else None,
+    )
+
+
 def _http_route(raw: Mapping[str, Any], namespace: str) -> HTTPRoute:
-    rewrite = raw.get("rewrite")
     return HTTPRoute(
         name=str(raw.get("name") or ""),
         matches=tuple(_http_match(m, namespace) for m in raw.get("match") or ()),
         route=_route_destinations(raw.get("route"), namespace),
         timeout=duration_or_none(raw.get("timeout")),
         retries=_retry(raw.get("retries")),
-        rewrite=Rewrite(uri=rewrite.get("uri"), authority=rewrite.get("authority")) if rewrite else None,
+        rewrite=_rewrite(raw.get("rewrite")),
+        fault=build_fault(raw.get("fault")),
+        mirrors=build_mirrors(raw, lambda host: resolve_host(host, namespace)),
+        headers=build_headers(raw.get("headers")),
+        redirect=build_redirect(raw.get("redirect")),
+        direct_response=build_direct_response(raw.get("directResponse")),
+        cors=build_cors(raw.get("corsPolicy")),
+        delegate=build_delegate(raw.get("delegate"), namespace),
+    )
+
+
+def _l4_match(m: Mapping[str, Any], namespace: str) -> L4Match:
+    return L4Match(
+        port=int_or_none(m.get("port")),
+        destination_subnets=str_tuple(m.get("destinationSubnets")),
+        gateways=tuple(resolve_gateway_name(g, namespace) for g in m.get("gateways") or ()),
+        sni_hosts=str_tuple(m.get("sniHosts")),
+        source_labels=str_map(m.get("sourceLabels")),
+        source_namespace=str(m["sourceNamespace"]) if m.get("sourceNamespace") else None,
     )
 
 
 def _tcp_route(raw: Mapping[str, Any], namespace: str) -> TCPRoute:
     return TCPRoute(
-        matches=tuple(
-            L4Match(
-                port=int_or_none(m.get("port")),
-                destination_subnets=str_tuple(m.get("destinationSubnets")),
-                gateways=tuple(resolve_gateway_name(g, namespace) for g in m.get("gateways") or ()),
-            )
-            for m in raw.get("match") or ()
-        ),
+        matches=tuple(_l4_match(m, namespace) for m in raw.get("match") or ()),
         route=_route_destinations(raw.get("route"), namespace),
     )
 
@@ -189,10 +264,17 @@ def build_virtual_service(raw: Mapping[str, Any]) -> VirtualService:
         http=tuple(_http_route(r, ns) for r in spec.get("http") or ()),
         tcp=tuple(_tcp_route(r, ns) for r in spec.get("tcp") or ()),
         export_to=resolve_export_to(str_tuple(spec.get("exportTo")), ns),
+        tls=tuple(_tcp_route(r, ns) for r in spec.get("tls") or ()),
     )
 
 
 # --- DestinationRule ----------------------------------------------------------------------------------------
+
+
+class TcpKeepalive(msgspec.Struct, frozen=True, gc=False):
+    probes: int | None
+    time: Duration | None
+    interval: Duration | None
 
 
 class ConnectionPool(msgspec.Struct, frozen=True, gc=False):
@@ -201,6 +283,11 @@ class ConnectionPool(msgspec.Struct, frozen=True, gc=False):
     http1_max_pending_requests: int | None
     http2_max_requests: int | None
     max_retries: int | None
+    tcp_keepalive: TcpKeepalive | None = None
+    max_connection_duration: Duration | None = None
+    tcp_idle_timeout: Duration | None = None
+    max_requests_per_connection: int | None = None
+    http_idle_timeout: Duration | None = None
 
 
 class OutlierDetection(msgspec.Struct, frozen=True, gc=False):
@@ -210,6 +297,8 @@ class OutlierDetection(msgspec.Struct, frozen=True, gc=False):
     base_ejection_time: Duration | None
     max_ejection_percent: int | None
     min_health_percent: int | None
+    consecutive_local_origin_failures: int | None = None
+    split_external_local_origin_errors: bool = False
 
 
 class TrafficPolicy(msgspec.Struct, frozen=True, gc=False):
@@ -217,29 +306,41 @@ class TrafficPolicy(msgspec.Struct, frozen=True, gc=False):
     connection_pool: ConnectionPool | None
     outlier_detection: OutlierDetection | None
     port_level: FrozenMap[TrafficPolicy]  # str(port number) -> policy for that port
+    consistent_hash: ConsistentHash | None = None  # loadBalancer.consistentHash (instead of simple)
+    locality_lb: LocalityLb | None = None  # loadBalancer.localityLbSetting
+
+    @property
+    def has_load_balancer(self) -> bool:
+        return (
+            self.load_balancer is not None or self.consistent_hash is not None or self.locality_lb is not None
+        )
+
+    def _merged(
+        self, over: TrafficPolicy, base: TrafficPolicy, port_level: FrozenMap[TrafficPolicy]
+    ) -> TrafficPolicy:
+        # loadBalancer is one field in Istio: the overriding policy's replaces the base's whole.
+        lb = over if over.has_load_balancer else base
+        return TrafficPolicy(
+            load_balancer=lb.load_balancer,
+            connection_pool=over.connection_pool or base.connection_pool,
+            outlier_detection=over.outlier_detection or base.outlier_detection,
+            port_level=port_level,
+            consistent_hash=lb.consistent_hash,
+            locality_lb=lb.locality_lb,
+        )
 
     def for_port(self, port: int) -> TrafficPolicy:
         """The policy for one port: port-level settings replace the top-level ones field by field."""
         override = self.port_level.get(str(port))
         if override is None:
             return self
-        return TrafficPolicy(
-            load_balancer=override.load_balancer or self.load_balancer,
-            connection_pool=override.connection_pool or self.connection_pool,
-            outlier_detection=override.outlier_detection or self.outlier_detection,
-            port_level=FrozenMap(),
-        )
+        return self._merged(override, self, FrozenMap())
 
     def merged_over(self, base: TrafficPolicy | None) -> TrafficPolicy:
         """A subset's policy over the rule's: the subset's fields win where set (Istio's merge)."""
         if base is None:
             return self
-        return TrafficPolicy(
-            load_balancer=self.load_balancer or base.load_balancer,
-            connection_pool=self.connection_pool or base.connection_pool,
-            outlier_detection=self.outlier_detection or base.outlier_detection,
-            port_level=self.port_level or base.port_level,
-        )
+        return self._merged(self, base, self.port_level or base.port_level)
 
 
 class Subset(msgspec.Struct, frozen=True, gc=False):
@@ -268,34 +369,53 @@ def _connection_pool(raw: Mapping[str, Any] | None) -> ConnectionPool | None:
         return None
     tcp = raw.get("tcp") or {}
     http = raw.get("http") or {}
+    keepalive = tcp.get("tcpKeepalive")
     return ConnectionPool(
         max_connections=int_or_none(tcp.get("maxConnections")),
         connect_timeout=duration_or_none(tcp.get("connectTimeout")),
         http1_max_pending_requests=int_or_none(http.get("http1MaxPendingRequests")),
         http2_max_requests=int_or_none(http.get("http2MaxRequests")),
         max_retries=int_or_none(http.get("maxRetries")),
+        tcp_keepalive=TcpKeepalive(
+            probes=int_or_none(keepalive.get("probes")),
+            time=duration_or_none(keepalive.get("time")),
+            interval=duration_or_none(keepalive.get("interval")),
+        )
+        if keepalive is not None
+        else None,
+        max_connection_duration=duration_or_none(tcp.get("maxConnectionDuration")),
+        tcp_idle_timeout=duration_or_none(tcp.get("idleTimeout")),
+        max_requests_per_connection=int_or_none(http.get("maxRequestsPerConnection")),
+        http_idle_timeout=duration_or_none(http.get("idleTimeout")),
     )
 
 
 def _outlier(raw: Mapping[str, Any] | None) -> OutlierDetection | None:
     if not raw:
         return None
-    # consecutiveErrors is the deprecated spelling of consecutive5xxErrors.
-    five_xx = raw.get("consecutive5xxErrors", raw.get("consecutiveErrors"))
+    gateway = raw.get("consecutiveGatewayErrors")
+    five_xx = raw.get("consecutive5xxErrors")
+    if raw.get("consecutiveErrors") and gateway is None:
+        # The deprecated consecutiveErrors counted 502/503/504 only: Istio turns it into gateway errors
+        # and stops the 5xx detector.
+        gateway, five_xx = raw["consecutiveErrors"], 0
     return OutlierDetection(
         consecutive_5xx_errors=int_or_none(five_xx),
-        consecutive_gateway_errors=int_or_none(raw.get("consecutiveGatewayErrors")),
+        consecutive_gateway_errors=int_or_none(gateway),
         interval=duration_or_none(raw.get("interval")),
         base_ejection_time=duration_or_none(raw.get("baseEjectionTime")),
         max_ejection_percent=int_or_none(raw.get("maxEjectionPercent")),
         min_health_percent=int_or_none(raw.get("minHealthPercent")),
+        consecutive_local_origin_failures=int_or_none(raw.get("consecutiveLocalOriginFailures")),
+        split_external_local_origin_errors=bool(raw.get("splitExternalLocalOriginErrors", False)),
     )
 
 
 def build_traffic_policy(raw: Mapping[str, Any] | None) -> TrafficPolicy | None:
     if not raw:
         return None
-    lb = (raw.get("loadBalancer") or {}).get("simple")
+    balancer = raw.get("loadBalancer") or {}
+    lb = balancer.get("simple")
     port_level: dict[str, TrafficPolicy] = {}
     for entry in raw.get("portLevelSettings") or ():
         number = (entry.get("port") or {}).get("number")
@@ -307,6 +427,8 @@ def build_traffic_policy(raw: Mapping[str, Any] | None) -> TrafficPolicy | None:
         connection_pool=_connection_pool(raw.get("connectionPool")),
         outlier_detection=_outlier(raw.get("outlierDetection")),
         port_level=FrozenMap(port_level),
+        consistent_hash=build_consistent_hash(balancer.get("consistentHash")),
+        locality_lb=build_locality_lb(balancer.get("localityLbSetting")),
     )
 
 

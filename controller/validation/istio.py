@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.model.policies import GRPC_CODES
 from controller.validation.schema import (
     Field,
     Issues,
@@ -18,6 +19,7 @@ from controller.validation.schema import (
     join,
     list_of,
     map_of,
+    number,
     obj,
     port_number,
     regex,
@@ -45,11 +47,41 @@ DESTINATION = obj(
     }
 )
 
+
+def _settable_header(name: str) -> str | None:
+    if name.startswith(":") or name.lower() == "host":
+        return "pseudo-headers and Host cannot be changed this way (use rewrite.authority)"
+    if any(c in name for c in " \t\r\n:"):
+        return "not a valid header name"
+    return None
+
+
+def _header_value() -> Any:
+    def check(value: Any, path: str, out: Issues) -> None:
+        if not isinstance(value, str):
+            out.error(path, f"must be a string, not {type(value).__name__}")
+        elif "%" in value:
+            out.error(path, "Envoy's %...% formatters in header values are not supported")
+        elif any(c in value for c in "\r\n\x00"):
+            out.error(path, "CR, LF and NUL are not allowed in header values")
+
+    return check
+
+
+HEADER_OPERATIONS = obj(
+    {
+        "set": map_of(_header_value(), key_check=_settable_header),
+        "add": map_of(_header_value(), key_check=_settable_header),
+        "remove": list_of(string(non_empty=True)),
+    }
+)
+HEADERS = obj({"request": HEADER_OPERATIONS, "response": HEADER_OPERATIONS})
+
 HTTP_ROUTE_DESTINATION = obj(
     {
         "destination": Field(DESTINATION, required=True),
         "weight": integer(minimum=0, maximum=100),
-        "headers": Unsupported("header manipulation"),
+        "headers": HEADERS,
     }
 )
 
@@ -57,7 +89,7 @@ HTTP_MATCH = obj(
     {
         "name": string(),
         "uri": STRING_MATCH,
-        "scheme": Unsupported(),
+        "scheme": STRING_MATCH,
         "method": STRING_MATCH,
         "authority": STRING_MATCH,
         "headers": map_of(STRING_MATCH, key_check=_lower_case_header),
@@ -65,9 +97,9 @@ HTTP_MATCH = obj(
         "port": port_number(),
         "ignoreUriCase": boolean(),
         "gateways": list_of(string()),
-        "withoutHeaders": Unsupported(),
-        "sourceLabels": Unsupported(),
-        "sourceNamespace": Unsupported(),
+        "withoutHeaders": map_of(STRING_MATCH, key_check=_lower_case_header),
+        "sourceLabels": map_of(string()),
+        "sourceNamespace": string(non_empty=True),
         "statPrefix": Unsupported(),
     }
 )
@@ -82,19 +114,28 @@ RETRIES = obj(
     }
 )
 
-_NON_ROUTE_ACTIONS = ("redirect", "directResponse", "delegate")
+_ACTIONS = ("route", "redirect", "directResponse", "delegate")
 
 
 def _check_http_route(route: Mapping[str, Any], path: str, out: Issues) -> None:
-    destinations = route.get("route") or []
-    if not destinations:
-        other = [name for name in _NON_ROUTE_ACTIONS if route.get(name) is not None]
-        if other:
-            out.warn(path, f"has no route destinations ({other[0]} is not supported); the rule is skipped")
-        else:
-            out.error(join(path, "route"), "is required (at least one destination)")
+    actions = [name for name in _ACTIONS if route.get(name)]
+    if not actions:
+        out.error(join(path, "route"), "is required (or one of redirect, directResponse, delegate)")
         return
-    _check_weights(destinations, join(path, "route"), out)
+    if len(actions) > 1:
+        out.error(join(path, actions[1]), f"cannot be set together with {actions[0]}")
+        return
+    if route.get("delegate") and route.get("rewrite") is not None and route["rewrite"].get("uriRegexRewrite"):
+        out.error(join(path, "rewrite.uriRegexRewrite"), "cannot be used with delegate")
+    rewrite = route.get("rewrite") or {}
+    if rewrite.get("uri") is not None and rewrite.get("uriRegexRewrite") is not None:
+        out.error(join(path, "rewrite"), "uri and uriRegexRewrite cannot both be set")
+    if route.get("redirect") and rewrite:
+        out.error(join(path, "rewrite"), "cannot be combined with redirect")
+    if route.get("mirror") and route.get("mirrors"):
+        out.error(join(path, "mirrors"), "cannot be set together with mirror")
+    if route.get("route"):
+        _check_weights(route["route"], join(path, "route"), out)
 
 
 def _check_weights(destinations: list[Any], path: str, out: Issues) -> None:
@@ -105,25 +146,141 @@ def _check_weights(destinations: list[Any], path: str, out: Issues) -> None:
         out.error(f"{path}[0].weight", f"weights must sum to 100 (they sum to {total})")
 
 
+PERCENT = obj({"value": number(minimum=0, maximum=100)})
+
+
+def _grpc_status() -> Any:
+    def check(value: Any, path: str, out: Issues) -> None:
+        text = str(value).strip()
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            out.error(path, "must be a gRPC status name such as UNAVAILABLE")
+        elif text.isdigit():
+            if int(text) > 16:
+                out.error(path, f"{text} is not a gRPC status code (0-16)")
+        elif text.upper() not in GRPC_CODES:
+            out.error(path, f"{value!r} is not a gRPC status ({', '.join(GRPC_CODES)})")
+
+    return check
+
+
+def _check_fault(fault: Mapping[str, Any], path: str, out: Issues) -> None:
+    if fault.get("delay") is None and fault.get("abort") is None:
+        out.error(path, "delay or abort is required")
+    delay = fault.get("delay")
+    if isinstance(delay, Mapping) and not delay.get("fixedDelay"):
+        out.error(join(path, "delay.fixedDelay"), "is required")
+    abort = fault.get("abort")
+    if isinstance(abort, Mapping):
+        kinds = [k for k in ("httpStatus", "grpcStatus") if abort.get(k) is not None]
+        if not kinds:
+            out.error(join(path, "abort"), "httpStatus or grpcStatus is required")
+        elif len(kinds) > 1:
+            out.error(join(path, "abort.grpcStatus"), "cannot be set together with httpStatus")
+
+
+FAULT = obj(
+    {
+        "delay": obj(
+            {
+                "fixedDelay": duration(positive=True),
+                "percentage": PERCENT,
+                "percent": integer(minimum=0, maximum=100),
+                "exponentialDelay": Unsupported(),
+            }
+        ),
+        "abort": obj(
+            {
+                "httpStatus": integer(minimum=200, maximum=599),
+                "grpcStatus": _grpc_status(),
+                "http2Error": Unsupported(),
+                "percentage": PERCENT,
+            }
+        ),
+    },
+    extra=_check_fault,
+)
+
+MIRROR_POLICY = obj({"destination": Field(DESTINATION, required=True), "percentage": PERCENT})
+
+
+def _check_redirect(redirect: Mapping[str, Any], path: str, out: Issues) -> None:
+    if redirect.get("port") is not None and redirect.get("derivePort") is not None:
+        out.error(join(path, "derivePort"), "cannot be set together with port")
+
+
+REDIRECT = obj(
+    {
+        "uri": string(non_empty=True),
+        "authority": string(non_empty=True),
+        "port": port_number(),
+        "derivePort": string(enum=("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")),
+        "scheme": string(enum=("http", "https")),
+        "redirectCode": integer(minimum=300, maximum=399),
+    },
+    extra=_check_redirect,
+)
+
+
+def _check_direct_body(body: Mapping[str, Any], path: str, out: Issues) -> None:
+    if body.get("string") is not None and body.get("bytes") is not None:
+        out.error(path, "string and bytes cannot both be set")
+    if body.get("bytes") is not None:
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(str(body["bytes"]), validate=True)
+        except (binascii.Error, ValueError):
+            out.error(join(path, "bytes"), "must be base64")
+
+
+DIRECT_RESPONSE = obj(
+    {
+        "status": Field(integer(minimum=200, maximum=599), required=True),
+        "body": obj({"string": string(), "bytes": string()}, extra=_check_direct_body),
+    }
+)
+
+CORS_POLICY = obj(
+    {
+        "allowOrigins": list_of(STRING_MATCH),
+        "allowOrigin": list_of(string(non_empty=True)),
+        "allowMethods": list_of(string(non_empty=True)),
+        "allowHeaders": list_of(string(non_empty=True)),
+        "exposeHeaders": list_of(string(non_empty=True)),
+        "maxAge": duration(),
+        "allowCredentials": boolean(),
+        "unmatchedPreflights": string(enum=("UNSPECIFIED", "FORWARD", "IGNORE")),
+    }
+)
+
 HTTP_ROUTE = obj(
     {
         "name": string(),
         "match": list_of(HTTP_MATCH),
         "route": list_of(HTTP_ROUTE_DESTINATION),
-        "redirect": Unsupported(),
-        "directResponse": Unsupported(),
-        "delegate": Unsupported(),
-        "rewrite": obj({"uri": string(), "authority": string(), "uriRegexRewrite": Unsupported()}),
+        "redirect": REDIRECT,
+        "directResponse": DIRECT_RESPONSE,
+        "delegate": obj({"name": Field(string(non_empty=True), required=True), "namespace": dns_label()}),
+        "rewrite": obj(
+            {
+                "uri": string(),
+                "authority": string(),
+                "uriRegexRewrite": obj(
+                    {"match": Field(regex(), required=True), "rewrite": Field(string(), required=True)}
+                ),
+            }
+        ),
         "timeout": duration(),
         "retries": RETRIES,
-        "fault": Unsupported(),
-        "mirror": Unsupported(),
-        "mirrors": Unsupported(),
-        "mirrorPercentage": Unsupported(),
-        "mirrorPercent": Unsupported(),
-        "mirror_percent": Unsupported(),
-        "corsPolicy": Unsupported(),
-        "headers": Unsupported("header manipulation"),
+        "fault": FAULT,
+        "mirror": DESTINATION,
+        "mirrors": list_of(MIRROR_POLICY),
+        "mirrorPercentage": PERCENT,
+        "mirrorPercent": integer(minimum=0, maximum=100),
+        "mirror_percent": integer(minimum=0, maximum=100),
+        "corsPolicy": CORS_POLICY,
+        "headers": HEADERS,
     },
     extra=_check_http_route,
 )
@@ -137,9 +294,20 @@ L4_MATCH = obj(
         "destinationSubnets": list_of(ip_or_cidr()),
         "port": port_number(),
         "gateways": list_of(string()),
-        "sourceLabels": Unsupported(),
-        "sourceNamespace": Unsupported(),
+        "sourceLabels": map_of(string()),
+        "sourceNamespace": string(non_empty=True),
         "sourceSubnet": Unsupported(),
+    }
+)
+
+TLS_MATCH = obj(
+    {
+        "sniHosts": Field(list_of(string(non_empty=True), min_items=1), required=True),
+        "destinationSubnets": list_of(ip_or_cidr()),
+        "port": port_number(),
+        "gateways": list_of(string()),
+        "sourceLabels": map_of(string()),
+        "sourceNamespace": string(non_empty=True),
     }
 )
 
@@ -153,36 +321,133 @@ TCP_ROUTE = obj(
     extra=_check_tcp_route,
 )
 
+TLS_ROUTE = obj(
+    {
+        "match": Field(list_of(TLS_MATCH, min_items=1), required=True),
+        "route": Field(list_of(ROUTE_DESTINATION, min_items=1), required=True),
+    },
+    extra=_check_tcp_route,
+)
+
 
 def _check_virtual_service(spec: Mapping[str, Any], path: str, out: Issues) -> None:
     gateways = spec.get("gateways") or []
-    for i, host in enumerate(spec.get("hosts") or []):
+    hosts = spec.get("hosts") or []
+    for i, host in enumerate(hosts):
         if host == "*" and (not gateways or "mesh" in gateways):
             out.error(f"hosts[{i}]", "the wildcard host '*' is not allowed for sidecars (gateway 'mesh')")
     if not spec.get("http") and not spec.get("tcp") and not spec.get("tls"):
         out.error("", "at least one of http, tcp or tls must be set")
+    if not hosts:
+        # A delegate VirtualService: only http rules, handed routes by a root, no delegation of its own.
+        if spec.get("gateways"):
+            out.error("gateways", "a delegate VirtualService (no hosts) cannot name gateways")
+        if spec.get("tcp") or spec.get("tls"):
+            out.error("tcp" if spec.get("tcp") else "tls", "a delegate VirtualService has http rules only")
+        for i, route in enumerate(spec.get("http") or []):
+            if isinstance(route, Mapping) and route.get("delegate"):
+                out.error(f"http[{i}].delegate", "only one level of delegation is supported")
 
 
 VIRTUAL_SERVICE = obj(
     {
-        "hosts": Field(list_of(string(non_empty=True), min_items=1), required=True),
+        # Without hosts a VirtualService is a delegate, reached only from a root's http[].delegate.
+        "hosts": list_of(string(non_empty=True)),
         "gateways": list_of(string(non_empty=True)),
         "http": list_of(HTTP_ROUTE),
-        "tls": Unsupported("TLS routes by SNI"),
+        "tls": list_of(TLS_ROUTE),
         "tcp": list_of(TCP_ROUTE),
         "exportTo": list_of(string()),
     },
     extra=_check_virtual_service,
 )
 
+
+def _check_consistent_hash(raw: Mapping[str, Any], path: str, out: Issues) -> None:
+    names = ("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName")
+    keys = [k for k in names if raw.get(k)]
+    if len(keys) != 1:
+        out.error(
+            path,
+            "exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required"
+            + (f" (got {', '.join(keys)})" if keys else ""),
+        )
+    kinds = [k for k in ("ringHash", "maglev", "minimumRingSize") if raw.get(k) is not None]
+    if len(kinds) > 1:
+        out.error(join(path, kinds[1]), f"cannot be set together with {kinds[0]}")
+    size = (raw.get("maglev") or {}).get("tableSize")
+    if isinstance(size, int) and not isinstance(size, bool) and not _is_prime(size):
+        out.error(join(path, "maglev.tableSize"), f"must be a prime number (got {size})")
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+CONSISTENT_HASH = obj(
+    {
+        "httpHeaderName": string(non_empty=True),
+        "httpCookie": obj(
+            {"name": Field(string(non_empty=True), required=True), "path": string(), "ttl": duration()}
+        ),
+        "useSourceIp": boolean(),
+        "httpQueryParameterName": string(non_empty=True),
+        "ringHash": obj({"minimumRingSize": integer(minimum=1, maximum=8 * 1024 * 1024)}),
+        "maglev": obj({"tableSize": integer(minimum=2, maximum=5000011)}),
+        "minimumRingSize": integer(minimum=1, maximum=8 * 1024 * 1024),
+    },
+    extra=_check_consistent_hash,
+)
+
+
+def _check_locality(raw: Mapping[str, Any], path: str, out: Issues) -> None:
+    if raw.get("distribute") and raw.get("failover"):
+        out.error(join(path, "failover"), "cannot be set together with distribute")
+    for i, entry in enumerate(raw.get("distribute") or []):
+        to = entry.get("to") if isinstance(entry, Mapping) else None
+        if isinstance(to, Mapping) and sum(int(v) for v in to.values() if isinstance(v, int)) != 100:
+            out.error(f"{path}.distribute[{i}].to", "weights must sum to 100")
+
+
+LOCALITY_LB = obj(
+    {
+        "enabled": boolean(),
+        "distribute": list_of(
+            obj(
+                {
+                    "from": Field(string(non_empty=True), required=True),
+                    "to": Field(map_of(integer(minimum=0, maximum=100)), required=True),
+                }
+            )
+        ),
+        "failover": list_of(
+            obj(
+                {
+                    "from": Field(string(non_empty=True), required=True),
+                    "to": Field(string(non_empty=True), required=True),
+                }
+            )
+        ),
+        "failoverPriority": Unsupported(),
+    },
+    extra=_check_locality,
+)
+
+
+def _check_load_balancer(raw: Mapping[str, Any], path: str, out: Issues) -> None:
+    if raw.get("simple") is not None and raw.get("consistentHash") is not None:
+        out.error(join(path, "consistentHash"), "cannot be set together with simple")
+
+
 LOAD_BALANCER = obj(
     {
         "simple": string(enum=LB_SIMPLE),
-        "consistentHash": Unsupported(),
-        "localityLbSetting": Unsupported(),
+        "consistentHash": CONSISTENT_HASH,
+        "localityLbSetting": LOCALITY_LB,
         "warmupDurationSecs": Unsupported(),
         "warmup": Unsupported(),
-    }
+    },
+    extra=_check_load_balancer,
 )
 
 CONNECTION_POOL = obj(
@@ -191,18 +456,20 @@ CONNECTION_POOL = obj(
             {
                 "maxConnections": integer(minimum=0),
                 "connectTimeout": duration(positive=True),
-                "tcpKeepalive": Unsupported(),
-                "maxConnectionDuration": Unsupported(),
-                "idleTimeout": Unsupported(),
+                "tcpKeepalive": obj(
+                    {"probes": integer(minimum=0), "time": duration(), "interval": duration()}
+                ),
+                "maxConnectionDuration": duration(positive=True),
+                "idleTimeout": duration(),
             }
         ),
         "http": obj(
             {
                 "http1MaxPendingRequests": integer(minimum=0),
                 "http2MaxRequests": integer(minimum=0),
-                "maxRequestsPerConnection": Unsupported(),
+                "maxRequestsPerConnection": integer(minimum=0),
                 "maxRetries": integer(minimum=0),
-                "idleTimeout": Unsupported(),
+                "idleTimeout": duration(),
                 "h2UpgradePolicy": Unsupported(),
                 "useClientProtocol": Unsupported(),
                 "maxConcurrentStreams": Unsupported(),
@@ -211,18 +478,29 @@ CONNECTION_POOL = obj(
     }
 )
 
+
+def _check_outlier(raw: Mapping[str, Any], path: str, out: Issues) -> None:
+    split = raw.get("splitExternalLocalOriginErrors")
+    if raw.get("consecutiveLocalOriginFailures") is not None and not split:
+        out.warn(
+            join(path, "consecutiveLocalOriginFailures"),
+            "has no effect unless splitExternalLocalOriginErrors is true",
+        )
+
+
 OUTLIER_DETECTION = obj(
     {
         "consecutive5xxErrors": integer(minimum=0),
         "consecutiveErrors": integer(minimum=0),
         "consecutiveGatewayErrors": integer(minimum=0),
-        "consecutiveLocalOriginFailures": Unsupported(),
-        "splitExternalLocalOriginErrors": Unsupported(),
+        "consecutiveLocalOriginFailures": integer(minimum=0),
+        "splitExternalLocalOriginErrors": boolean(),
         "interval": duration(positive=True),
         "baseEjectionTime": duration(positive=True),
         "maxEjectionPercent": integer(minimum=0, maximum=100),
         "minHealthPercent": integer(minimum=0, maximum=100),
-    }
+    },
+    extra=_check_outlier,
 )
 
 _POLICY_FIELDS: dict[str, Any] = {

@@ -8,6 +8,7 @@ per-port RouteConfigurations are reassembled from cached virtual hosts when one 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -54,6 +55,18 @@ def _policy_for(dr: DestinationRule | None, port: int, subset: str | None) -> Tr
         if sub is not None and sub.traffic_policy is not None:
             base = sub.traffic_policy.merged_over(base)
     return base.for_port(port) if base is not None else None
+
+
+def _namespace_of(reg: Registry, host: str) -> str:
+    svc = reg.services.get(host)
+    return svc.namespace if svc is not None else ""
+
+
+def _hash_for(reg: Registry, client_namespace: str, host: str, subset: str | None, port: int) -> Any:
+    """The consistent hash a DestinationRule sets for a destination, if any (it goes on the route)."""
+    dr = reg.destination_rule_for(host, client_namespace, _namespace_of(reg, host))
+    policy = _policy_for(dr, port, subset)
+    return policy.consistent_hash if policy is not None else None
 
 
 def _tcp_targets(svc: MeshService, port: int, vs: Any) -> tuple[str, list[tuple[str, int]]]:
@@ -126,13 +139,27 @@ class ScopeView:
                 }
             )
             pods = tuple((k.name, snapshot.revision(k)) for k in refs)
-        # A VirtualService route may name another host's port implicitly: its port list is an input.
+        # A VirtualService route may name another host's port implicitly: its port list is an input; so are
+        # the destinations' DestinationRules (their consistent hash goes on the routes), and delegates.
         dest_ports: tuple[Any, ...] = ()
         if vs is not None:
-            dests = sorted({d.destination.host for r in vs.http for d in r.route})
+            rules = list(vs.http)
+            delegates = [reg.delegate(d.namespace, d.name) for d in vs.delegates]
+            for target in delegates:
+                if target is not None:
+                    rules += target.http
+            dests = sorted(
+                {d.destination.host for r in rules for d in r.route}
+                | {m.host for r in rules for m in r.mirrors}
+            )
             dest_ports = tuple(
                 (h, reg.services[h].ports if h in reg.services else None) for h in dests if h != svc.hostname
             )
+            dest_rules = [reg.destination_rule_for(h, scope.namespace, _namespace_of(reg, h)) for h in dests]
+            dest_ports += tuple(
+                (d.key, snapshot.revision(d.key)) for d in dest_rules if d is not None and d is not dr
+            )
+            dest_ports += tuple((d.key, snapshot.revision(d.key)) for d in delegates if d is not None)
         return (
             svc,
             source_rev,
@@ -178,7 +205,16 @@ class ScopeView:
                 res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
                 if svc.resolution == "EDS":
                     res[ENDPOINT][name] = make_resource(ENDPOINT, name, cds.load_assignment(name, selected))
-            routes = rds.routes_for(svc, port.port, vs, reg.services, proxyless=proxyless)
+            ctx = rds.RouteContext(
+                reg.services,
+                scope.namespace,
+                self.key.labels,
+                proxyless=proxyless,
+                hash_for=functools.partial(_hash_for, reg, scope.namespace),
+                delegate=reg.delegate,
+            )
+            routes = rds.routes_for(svc, port.port, vs, reg.services, proxyless=proxyless, ctx=ctx)
+
             if proxyless:
                 for name, msg in grpcgen.listener_and_route(svc, port.port, scope.namespace, routes):
                     type_url = LISTENER if msg.DESCRIPTOR.name == "Listener" else ROUTE

@@ -9,6 +9,8 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -22,6 +24,8 @@ INBOUND_PORT = 15006
 VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_INBOUND = "virtualInbound"
 ROUTER = "envoy.filters.http.router"
+CORS = "envoy.filters.http.cors"
+FAULT = "envoy.filters.http.fault"
 HCM = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
@@ -44,10 +48,24 @@ def router_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=ROUTER, typed_config=any_of(router_pb2.Router()))
 
 
+def policy_filters() -> list[hcm_pb2.HttpFilter]:
+    """CORS and fault injection, as Istio puts them before the router on outbound and gateway HTTP: empty
+    configs, so only routes that carry a corsPolicy or a fault (per-route config) pay for them."""
+    return [
+        hcm_pb2.HttpFilter(name=CORS, typed_config=any_of(cors_pb2.Cors())),
+        hcm_pb2.HttpFilter(name=FAULT, typed_config=any_of(fault_pb2.HTTPFault())),
+    ]
+
+
 def http_manager(
-    stat_prefix: str, *, rds_name: str | None = None, route_config: route_pb2.RouteConfiguration | None = None
+    stat_prefix: str,
+    *,
+    rds_name: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+    policies: bool = False,
 ) -> hcm_pb2.HttpConnectionManager:
-    manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, http_filters=[router_filter()])
+    filters = [*(policy_filters() if policies else ()), router_filter()]
+    manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, http_filters=filters)
     if rds_name is not None:
         manager.rds.route_config_name = rds_name
         manager.rds.config_source.ads.SetInParent()
@@ -84,7 +102,7 @@ def _bind_false(listener: listener_pb2.Listener) -> listener_pb2.Listener:
 
 def outbound_http_listener(port: int) -> listener_pb2.Listener:
     """``0.0.0.0_<port>``: every HTTP service on this port, routed by the RouteConfiguration ``<port>``."""
-    manager = http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port))
+    manager = http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port), policies=True)
     return _bind_false(
         listener_pb2.Listener(
             name=f"0.0.0.0_{port}",

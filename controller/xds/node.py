@@ -23,6 +23,7 @@ class ProxyNode(msgspec.Struct, frozen=True, gc=False):
     istio_version: str
     service_account: str
     workload_name: str
+    locality: str = ""  # "region/zone/sub_zone" from the Node's locality (empty parts allowed)
 
     @property
     def proxyless(self) -> bool:
@@ -58,4 +59,13 @@ def parse_node(node: Any) -> ProxyNode:
         istio_version=str(meta.get("ISTIO_VERSION") or ""),
         service_account=str(meta.get("SERVICE_ACCOUNT") or ""),
         workload_name=str(meta.get("WORKLOAD_NAME") or ""),
+        locality=_locality(node),
     )
+
+
+def _locality(node: Any) -> str:
+    if not node.HasField("locality"):
+        return ""
+    loc = node.locality
+    text = f"{loc.region}/{loc.zone}/{loc.sub_zone}"
+    return "" if text == "//" else text

@@ -202,6 +202,11 @@ class Registry:
                     best, best_len = vs, len(pattern)
         return best
 
+    def delegate(self, namespace: str, name: str) -> VirtualService | None:
+        """A delegate VirtualService (no hosts of its own) by name, for a root's ``http[].delegate``."""
+        found = self.snapshot.get(ResourceKey("VirtualService", namespace, name))
+        return found if isinstance(found, VirtualService) and not found.hosts else None
+
     def destination_rule_for(
         self, host: str, client_namespace: str, service_namespace: str
     ) -> DestinationRule | None:
@@ -283,8 +288,16 @@ class Registry:
             for o in (old, new):
                 if isinstance(o, VirtualService):
                     patterns.update(o.hosts)
+                    if not o.hosts:
+                        # A delegate: the hosts of every root that delegates to it.
+                        for root in self.snapshot.virtual_services():
+                            named = {(d.namespace, d.name) for d in root.delegates}
+                            if (key.namespace, key.name) in named:
+                                patterns.update(root.hosts)
                 elif isinstance(o, DestinationRule):
                     patterns.add(o.host)
+                    # Routes to this host from other hosts' VirtualServices carry its consistent hash.
+                    patterns.update(self._routing_to(o.host))
             return self._expand(patterns)
         if kind == "Pod":
             # Labels pick subsets: every service selecting the pod (before or after) is touched.
@@ -297,6 +310,14 @@ class Registry:
                         hosts.add(svc.hostname)
             return hosts
         return ()
+
+    def _routing_to(self, pattern: str) -> set[str]:
+        """Hosts whose VirtualService routes to a host ``pattern`` covers."""
+        out: set[str] = set()
+        for vs in self.snapshot.virtual_services():
+            if any(host_matches(pattern, d.destination.host) for r in vs.http for d in r.route):
+                out.update(vs.hosts)
+        return out
 
     def _expand(self, patterns: Iterable[str]) -> set[str]:
         out: set[str] = set()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
+from controller.model.hosts import MESH_GATEWAY
 from controller.model.istio import (
     DEFAULT_RETRY_ATTEMPTS,
     DEFAULT_RETRY_ON,
@@ -15,8 +17,11 @@ from controller.model.istio import (
     HTTPRoute,
     VirtualService,
 )
-from controller.model.values import StringMatch
-from controller.xds.clusters import BLACKHOLE, PASSTHROUGH, outbound_name
+from controller.model.policies import ConsistentHash
+from controller.model.values import FrozenMap, StringMatch
+from controller.xds import delegate as delegation
+from controller.xds import route_policies as pol
+from controller.xds.clusters import PASSTHROUGH, outbound_name
 from controller.xds.registry import MeshService
 from controller.xds.resources import proto_duration, u32
 
@@ -74,8 +79,14 @@ def route_match(match: HTTPMatch | None) -> rc.RouteMatch:
         out.headers.append(_header(":method", match.method))
     if match.authority is not None:
         out.headers.append(_header(":authority", match.authority))
+    if match.scheme is not None:
+        out.headers.append(_header(":scheme", match.scheme))
     for name in sorted(match.headers):
         out.headers.append(_header(name, match.headers[name]))
+    for name in sorted(match.without_headers):
+        inverted = _header(name, match.without_headers[name])
+        inverted.invert_match = True
+        out.headers.append(inverted)
     for name in sorted(match.query_params):
         qm = match.query_params[name]
         param = rc.QueryParameterMatcher(name=name)
@@ -87,39 +98,88 @@ def route_match(match: HTTPMatch | None) -> rc.RouteMatch:
     return out
 
 
+class RouteContext(NamedTuple):
+    """Who the routes are for, and what translation may look up while writing them."""
+
+    services: Mapping[str, MeshService]
+    namespace: str = ""  # the client's namespace (sourceNamespace)
+    labels: FrozenMap[str] = FrozenMap()  # the client's labels that some sourceLabels names
+    gateway: str = MESH_GATEWAY  # "mesh" for sidecars, "<namespace>/<name>" for a gateway
+    proxyless: bool = False
+    # The consistent hash a DestinationRule sets for a destination (host, subset, port), if any.
+    hash_for: Callable[[str, str | None, int], ConsistentHash | None] | None = None
+    # A delegate VirtualService by (namespace, name).
+    delegate: Callable[[str, str], VirtualService | None] | None = None
+
+
+def match_applies(match: HTTPMatch, port: int, ctx: RouteContext) -> bool:
+    """Whether one match condition can hold for this client on this port (conditions on who is asking
+    are decided here, at translation, as Istio does; the rest go to the proxy)."""
+    if match.port not in (None, port):
+        return False
+    if match.gateways and ctx.gateway not in match.gateways:
+        return False
+    if match.source_namespace is not None and match.source_namespace != ctx.namespace:
+        return False
+    return not match.source_labels or ctx.labels.matches(match.source_labels)
+
+
 def _cluster_for(
     host: str, subset: str | None, port: int | None, default_port: int, services: Mapping[str, MeshService]
 ) -> str:
+    return outbound_name(_port_for(host, port, default_port, services), subset, host)
+
+
+def _port_for(host: str, port: int | None, default_port: int, services: Mapping[str, MeshService]) -> int:
+    if port is not None:
+        return port
     svc = services.get(host)
-    if port is None:
-        # Istio: a destination without a port uses the service's only port, else the port being routed.
-        port = svc.ports[0].port if svc is not None and len(svc.ports) == 1 else default_port
-    return outbound_name(port, subset, host)
+    # Istio: a destination without a port uses the service's only port, else the port being routed.
+    return svc.ports[0].port if svc is not None and len(svc.ports) == 1 else default_port
 
 
 def route_action(
-    route: HTTPRoute, port: int, services: Mapping[str, MeshService], *, proxyless: bool = False
+    route: HTTPRoute,
+    port: int,
+    services: Mapping[str, MeshService],
+    *,
+    proxyless: bool = False,
+    ctx: RouteContext | None = None,
 ) -> rc.RouteAction:
     action = rc.RouteAction()
     targets = [
-        (_cluster_for(d.destination.host, d.destination.subset, d.destination.port, port, services), d.weight)
+        (_cluster_for(d.destination.host, d.destination.subset, d.destination.port, port, services), d)
         for d in route.route
     ]
     if len(targets) == 1:
         action.cluster = targets[0][0]
     else:
-        for name, weight in targets:
-            if weight > 0:
-                action.weighted_clusters.clusters.add(name=name, weight=u32(weight))
+        for name, dest in targets:
+            if dest.weight > 0:
+                weighted = action.weighted_clusters.clusters.add(name=name, weight=u32(dest.weight))
+                if not proxyless:
+                    pol.HeaderChanges(dest.headers).apply(weighted)
     if not proxyless:
         # Istio disables Envoy's 15 s default route timeout unless the VirtualService sets one.
         action.timeout.CopyFrom(proto_duration(route.timeout.seconds if route.timeout else 0.0))
         policy = retry_policy(route)
         if policy is not None:
             action.retry_policy.CopyFrom(policy)
+        for m in route.mirrors:
+            cluster = _cluster_for(m.host, m.subset, m.port, port, services)
+            action.request_mirror_policies.append(pol.mirror_policy(cluster, m.percent))
+        if ctx is not None and ctx.hash_for is not None and route.route:
+            first = route.route[0].destination
+            ch = ctx.hash_for(first.host, first.subset, _port_for(first.host, first.port, port, services))
+            if ch is not None:
+                action.hash_policy.append(pol.hash_policy(ch))
     if route.rewrite is not None:
         if route.rewrite.uri is not None:
             action.prefix_rewrite = route.rewrite.uri
+        if route.rewrite.uri_regex is not None:
+            pattern, substitution = route.rewrite.uri_regex
+            action.regex_rewrite.pattern.regex = pattern
+            action.regex_rewrite.substitution = substitution
         if route.rewrite.authority is not None:
             action.host_rewrite_literal = route.rewrite.authority
     return action
@@ -140,7 +200,9 @@ def retry_policy(route: HTTPRoute) -> rc.RetryPolicy | None:
     return policy
 
 
-def default_route(host: str, port: int, *, proxyless: bool = False) -> rc.Route:
+def default_route(
+    host: str, port: int, *, proxyless: bool = False, hash_policy: ConsistentHash | None = None
+) -> rc.Route:
     route = HTTPRoute(name="default", matches=(), route=(), timeout=None, retries=None, rewrite=None)
     action = rc.RouteAction(cluster=outbound_name(port, None, host))
     if not proxyless:
@@ -148,6 +210,8 @@ def default_route(host: str, port: int, *, proxyless: bool = False) -> rc.Route:
         policy = retry_policy(route)
         assert policy is not None
         action.retry_policy.CopyFrom(policy)
+        if hash_policy is not None:
+            action.hash_policy.append(pol.hash_policy(hash_policy))
     return rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=action)
 
 
@@ -158,6 +222,7 @@ def routes_for(
     services: Mapping[str, MeshService],
     *,
     proxyless: bool = False,
+    ctx: RouteContext | None = None,
 ) -> list[rc.Route]:
     """The routes of one service port: the VirtualService's rules in order (the first match wins; several
     matches in one rule become consecutive routes), or the default route when no VirtualService applies.
@@ -165,26 +230,52 @@ def routes_for(
     As in Istio, a VirtualService replaces the default route: a request that matches none of its rules gets
     404 (NR) rather than silently reaching the service.
     """
+    ctx = ctx or RouteContext(services, proxyless=proxyless)
     if vs is None:
-        return [default_route(service.hostname, port, proxyless=proxyless)]
+        ch = ctx.hash_for(service.hostname, None, port) if ctx.hash_for is not None else None
+        return [default_route(service.hostname, port, proxyless=proxyless, hash_policy=ch)]
+    rules = delegation.expand(vs, ctx.delegate) if ctx.delegate is not None else vs.http
+    return http_routes(f"{vs.meta.namespace}/{vs.meta.name}", rules, port, ctx)
+
+
+def http_routes(label: str, rules: Iterable[HTTPRoute], port: int, ctx: RouteContext) -> list[rc.Route]:
+    """Envoy routes for VirtualService http rules (``label`` names the VirtualService in route names)."""
+    proxyless = ctx.proxyless
     out: list[rc.Route] = []
-    for i, rule in enumerate(vs.http):
-        if not rule.route:
-            continue  # a redirect/directResponse-only rule; validation warned about it
-        matches: Iterable[HTTPMatch | None] = [m for m in rule.matches if m.port in (None, port)]
+    for i, rule in enumerate(rules):
+        if rule.delegate is not None:
+            continue  # a delegation whose delegate is missing: nothing to route to
+        if not rule.route and (proxyless or (rule.redirect is None and rule.direct_response is None)):
+            continue  # gRPC clients have no redirects or direct responses
+        matches: Iterable[HTTPMatch | None] = [m for m in rule.matches if match_applies(m, port, ctx)]
         if rule.matches and not matches:
-            continue  # every match of this rule is for another port
+            continue  # every match of this rule is for another port, gateway or client
         if not rule.matches:
             matches = [None]
-        action = route_action(rule, port, services, proxyless=proxyless)
+        route = rc.Route(name=rule.name or f"{label}.http[{i}]")
+        if rule.redirect is not None:
+            route.redirect.CopyFrom(pol.redirect(rule.redirect))
+        elif rule.direct_response is not None:
+            route.direct_response.CopyFrom(pol.direct_response(rule.direct_response))
+        else:
+            route.route.CopyFrom(route_action(rule, port, ctx.services, proxyless=proxyless, ctx=ctx))
+        if not proxyless:
+            changes = pol.HeaderChanges(rule.headers)
+            if len(rule.route) == 1:
+                # One destination: its header changes go on the route, after the rule's (as Istio does).
+                changes = pol.HeaderChanges(rule.headers, rule.route[0].headers)
+            changes.apply(route)
+            for name, config in pol.per_filter_config(rule, _string_matcher).items():
+                route.typed_per_filter_config[name].CopyFrom(config)
         for j, match in enumerate(matches):
-            name = rule.name or f"{vs.meta.namespace}/{vs.meta.name}.http[{i}]"
+            each = rc.Route()
+            each.CopyFrom(route)
             if match is not None and match.name:
-                name = f"{name}.{match.name}"
+                each.name = f"{route.name}.{match.name}"
             elif len(rule.matches) > 1:
-                name = f"{name}.match[{j}]"
-            route = rc.Route(name=name, match=route_match(match), route=action)
-            out.append(route)
+                each.name = f"{route.name}.match[{j}]"
+            each.match.CopyFrom(route_match(match))
+            out.append(each)
     return out
 
 
@@ -197,7 +288,8 @@ def virtual_host(
 
 
 def fallback_virtual_host(allow_any: bool) -> rc.VirtualHost:
-    """Hosts outside the registry: passed through (ALLOW_ANY) or black-holed (REGISTRY_ONLY)."""
+    """Hosts outside the registry: passed through (ALLOW_ANY) or refused with 502 (REGISTRY_ONLY), as
+    Istio's ``block_all`` virtual host answers."""
     if allow_any:
         action = rc.RouteAction(cluster=PASSTHROUGH, timeout=proto_duration(0.0))
         return rc.VirtualHost(
@@ -205,11 +297,16 @@ def fallback_virtual_host(allow_any: bool) -> rc.VirtualHost:
             domains=["*"],
             routes=[rc.Route(name="allow_any", match=rc.RouteMatch(prefix="/"), route=action)],
         )
-    action = rc.RouteAction(cluster=BLACKHOLE, timeout=proto_duration(0.0))
     return rc.VirtualHost(
         name="block_all",
         domains=["*"],
-        routes=[rc.Route(name="block_all", match=rc.RouteMatch(prefix="/"), route=action)],
+        routes=[
+            rc.Route(
+                name="block_all",
+                match=rc.RouteMatch(prefix="/"),
+                direct_response=rc.DirectResponseAction(status=502),
+            )
+        ],
     )
 
 

@@ -21,6 +21,34 @@ class ScopeKey(NamedTuple):
     namespace: str
     sidecar: ResourceKey | None
     proxyless: bool
+    # The proxy's labels that some VirtualService's sourceLabels names (usually none): routes depend on them.
+    labels: FrozenMap[str] = FrozenMap()
+    # The proxy's locality ("region/zone/sub_zone"): endpoints are prioritised by it (locality failover).
+    locality: str = ""
+    # A gateway ("router" node): outbound clusters only; its listeners come from its Gateways.
+    router: bool = False
+
+
+_label_keys: list[tuple[object, frozenset[str]]] = []  # (the VirtualService map it was computed from, keys)
+
+
+def source_label_keys(snapshot: MeshSnapshot) -> frozenset[str]:
+    """Every label key any VirtualService match selects clients by (``sourceLabels``). Snapshots share
+    their VirtualService map until one changes, so the answer is kept against that map."""
+    current = snapshot.items("VirtualService")
+    if _label_keys and _label_keys[0][0] is current:
+        return _label_keys[0][1]
+    keys: set[str] = set()
+    for vs in snapshot.virtual_services():
+        for rule in vs.http:
+            for m in rule.matches:
+                keys.update(m.source_labels)
+        for l4 in (*vs.tcp, *vs.tls):
+            for m4 in l4.matches:
+                keys.update(m4.source_labels)
+    found = frozenset(keys)
+    _label_keys[:] = [(current, found)]
+    return found
 
 
 def find_pod(snapshot: MeshSnapshot, node: ProxyNode) -> Pod | None:
@@ -55,7 +83,16 @@ def scope_of(snapshot: MeshSnapshot, node: ProxyNode) -> ScopeKey:
     pod = find_pod(snapshot, node)
     labels = pod.labels if pod is not None else node.labels
     sidecar = sidecar_for(snapshot, node.namespace, labels)
-    return ScopeKey(node.namespace, sidecar.key if sidecar else None, node.proxyless)
+    keys = source_label_keys(snapshot)
+    picked = FrozenMap({k: labels[k] for k in keys if k in labels}) if keys else FrozenMap()
+    return ScopeKey(
+        node.namespace,
+        sidecar.key if sidecar else None,
+        node.proxyless,
+        picked,
+        node.locality,
+        node.type == "router",
+    )
 
 
 def egress_allows(sidecar: Sidecar, service: MeshService) -> bool:

@@ -6,7 +6,7 @@ connections, request counts, ejections. It is rebuilt only when a cluster's desc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2
@@ -44,6 +44,9 @@ _CLUSTER_FIELDS = {
     "least_request_lb_config",
     "round_robin_lb_config",
     "original_dst_lb_config",
+    "ring_hash_lb_config",
+    "maglev_lb_config",
+    "upstream_connection_options",
     "transport_socket",
     "transport_socket_matches",
 }
@@ -67,7 +70,7 @@ _OUTLIER_FIELDS = {
     "enforcing_failure_percentage_local_origin",
 }
 _DISCOVERY = ("STATIC", "EDS", "ORIGINAL_DST", "STRICT_DNS", "LOGICAL_DNS")
-_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM")
+_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
 _USABLE_HEALTH = {0, 1}  # UNKNOWN, HEALTHY; DRAINING, UNHEALTHY, TIMEOUT and DEGRADED are not picked
 _U32 = 4294967295
 
@@ -80,6 +83,8 @@ class Endpoint:
     priority: int = 0
     # envoy.transport_socket_match metadata, e.g. (("tlsMode", "istio"),): picks the transport socket.
     socket_match: tuple[tuple[str, str], ...] = ()
+    locality: str = ""  # "region/zone/sub_zone"
+    locality_weight: int = 0  # the locality's load_balancing_weight (locality-weighted balancing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,10 @@ class ClusterConfig:
     max_requests_per_connection: int = 0  # 0: unlimited
     dns_refresh: float = 5.0
     panic_threshold: float = 50.0  # percent of healthy hosts below which all hosts are used
+    hash_table_size: int = 0  # RING_HASH: minimum ring size; MAGLEV: table size (0: the default)
+    locality_weighted: bool = False  # pick a locality by its weight first (locality_weighted_lb_config)
+    tcp_keepalive: tuple[int, int, int] | None = None  # (probes, idle time s, interval s); 0 = system's
+    max_connection_duration: float = 0.0  # upstream connections are retired after this long (0: never)
     fingerprint: bytes = b""  # the serialized resource: equal fingerprints keep the runtime state
     tls: UpstreamTls | None = None  # transport_socket: what every host gets unless a match says otherwise
     # transport_socket_matches: (metadata every key of which the endpoint must carry, socket); first wins.
@@ -162,6 +171,7 @@ def compile_endpoints(
         res.reject_unsupported(
             locality, lpath, {"locality", "lb_endpoints", "load_balancing_weight", "priority", "metadata"}
         )
+        first = len(out)
         for ei, lb in enumerate(locality.lb_endpoints):
             epath = f"{lpath}.lb_endpoints[{ei}]"
             res.reject_unsupported(
@@ -190,6 +200,11 @@ def compile_endpoints(
             if SOCKET_MATCH_KEY in fm:
                 match = _string_fields(fm[SOCKET_MATCH_KEY])
             out.append(Endpoint(sock.address, sock.port_value, max(1, weight), locality.priority, match))
+        where = locality.locality
+        name = f"{where.region}/{where.zone}/{where.sub_zone}" if locality.HasField("locality") else ""
+        weight = locality.load_balancing_weight.value
+        if name.strip("/") or weight:
+            out[first:] = [replace(e, locality=name, locality_weight=weight) for e in out[first:]]
     return tuple(out)
 
 
@@ -269,6 +284,7 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
     outlier = compile_outlier(res, c.outlier_detection) if c.HasField("outlier_detection") else None
     idle = DEFAULT_UPSTREAM_IDLE
     max_per_conn = c.max_requests_per_connection.value if c.HasField("max_requests_per_connection") else 0
+    max_duration = 0.0
     for key, any_msg in c.typed_extension_protocol_options.items():
         path = f"typed_extension_protocol_options[{key!r}]"
         if key != HTTP_PROTOCOL_OPTIONS and not any_msg.type_url.endswith(HTTP_PROTOCOL_OPTIONS):
@@ -289,17 +305,25 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
         res.reject_unsupported(
             common,
             join(path, "common_http_protocol_options"),
-            {"idle_timeout", "max_requests_per_connection", "max_headers_count"},
+            {"idle_timeout", "max_requests_per_connection", "max_headers_count", "max_connection_duration"},
         )
+        if common.HasField("max_connection_duration"):
+            max_duration = seconds(common.max_connection_duration)
         if common.HasField("idle_timeout"):
             idle = seconds(common.idle_timeout)
         if common.HasField("max_requests_per_connection"):
             max_per_conn = common.max_requests_per_connection.value
     panic = 50.0
+    locality_weighted = False
     if c.HasField("common_lb_config"):
-        res.reject_unsupported(c.common_lb_config, "common_lb_config", {"healthy_panic_threshold"})
+        res.reject_unsupported(
+            c.common_lb_config, "common_lb_config", {"healthy_panic_threshold", "locality_weighted_lb_config"}
+        )
         if c.common_lb_config.HasField("healthy_panic_threshold"):
             panic = c.common_lb_config.healthy_panic_threshold.value
+        locality_weighted = c.common_lb_config.HasField("locality_weighted_lb_config")
+    table = _hash_table_size(res, c, lb)
+    keepalive = _tcp_keepalive(res, c) if c.HasField("upstream_connection_options") else None
     if c.HasField("least_request_lb_config"):
         res.reject_unsupported(c.least_request_lb_config, "least_request_lb_config", {"choice_count"})
         if (
@@ -323,6 +347,10 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
         max_requests_per_connection=max_per_conn,
         dns_refresh=seconds(c.dns_refresh_rate) if c.HasField("dns_refresh_rate") else 5.0,
         panic_threshold=panic,
+        hash_table_size=table,
+        locality_weighted=locality_weighted,
+        tcp_keepalive=keepalive,
+        max_connection_duration=max_duration,
         fingerprint=c.SerializeToString(deterministic=True),
         tls=tls,
         tls_matches=tuple(tls_matches),
@@ -336,6 +364,48 @@ def _string_fields(struct: object) -> tuple[tuple[str, str], ...]:
         sorted((k, v.string_value) for k, v in fields.items() if v.WhichOneof("kind") == "string_value")
     )
 
+
+
+def _hash_table_size(res: Resource, c: cluster_pb2.Cluster, lb: str) -> int:
+    """The ring's minimum size (RING_HASH) or Maglev's table size, from the policy's own config."""
+    if c.HasField("ring_hash_lb_config"):
+        if lb != "RING_HASH":
+            raise res.error("ring_hash_lb_config", f"set, but lb_policy is {lb}")
+        r = c.ring_hash_lb_config
+        res.reject_unsupported(
+            r, "ring_hash_lb_config", {"minimum_ring_size", "maximum_ring_size", "hash_function"}
+        )
+        if r.hash_function != 0:  # XX_HASH; we hash with BLAKE2b, which only changes which host owns a key
+            raise res.error("ring_hash_lb_config.hash_function", "only XX_HASH")
+        size = r.minimum_ring_size.value if r.HasField("minimum_ring_size") else 1024
+        if not 1 <= size <= 8 * 1024 * 1024:
+            raise res.error("ring_hash_lb_config.minimum_ring_size", "must be 1 to 8M")
+        return size
+    if c.HasField("maglev_lb_config"):
+        if lb != "MAGLEV":
+            raise res.error("maglev_lb_config", f"set, but lb_policy is {lb}")
+        m = c.maglev_lb_config
+        res.reject_unsupported(m, "maglev_lb_config", {"table_size"})
+        size = m.table_size.value if m.HasField("table_size") else 65537
+        if size < 2 or any(size % d == 0 for d in range(2, int(size**0.5) + 1)):
+            raise res.error("maglev_lb_config.table_size", f"{size} is not a prime number")
+        if size > 5000011:
+            raise res.error("maglev_lb_config.table_size", "must be at most 5000011")
+        return size
+    return 0
+
+
+def _tcp_keepalive(res: Resource, c: cluster_pb2.Cluster) -> tuple[int, int, int] | None:
+    opts = c.upstream_connection_options
+    res.reject_unsupported(opts, "upstream_connection_options", {"tcp_keepalive"})
+    if not opts.HasField("tcp_keepalive"):
+        return None
+    k = opts.tcp_keepalive
+    return (
+        k.keepalive_probes.value if k.HasField("keepalive_probes") else 0,
+        k.keepalive_time.value if k.HasField("keepalive_time") else 0,
+        k.keepalive_interval.value if k.HasField("keepalive_interval") else 0,
+    )
 
 
 def compile_outlier(res: Resource, o: object) -> OutlierDetection:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
@@ -13,6 +14,7 @@ from fastpath import filters
 from fastpath.access_log import AccessLog, FormatError, open_log
 from fastpath.config.errors import Resource, join
 from fastpath.config.routes import compile_route_config, seconds
+from fastpath.filters import HttpFilter
 from fastpath.routing import RouteTable
 
 _HCM_FIELDS = {
@@ -52,7 +54,8 @@ class HcmConfig:
     stat_prefix: str
     rds_name: str | None  # routes from RDS by this name, else the inline table
     route_table: RouteTable | None
-    filters: tuple[filters.HttpFilter, ...] = ()
+    filters: tuple[filters.HttpFilter, ...] = ()  # what every request runs: the filters that are not passive
+    all_filters: tuple[HttpFilter, ...] = ()  # in HCM order, passive ones included
     request_timeout: float = 0.0  # whole request, 0 = none (Envoy's default)
     request_headers_timeout: float = 10.0  # slowloris: the head must arrive within this
     stream_idle_timeout: float = 300.0
@@ -68,6 +71,21 @@ class HcmConfig:
     access_logs: tuple[AccessLog, ...] = ()
     server_name: bytes = b""  # "" keeps the upstream's Server header (Istio's PASS_THROUGH)
     drain_timeout: float = 5.0
+    # Per-route chains (the active filters plus the passive ones a route configures), made on first use.
+    _chains: dict[Any, tuple[HttpFilter, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def chain_for(self, route: Any) -> tuple[HttpFilter, ...]:
+        """The filters a request on ``route`` runs: the route's per-filter config may wake passive ones."""
+        chain = self._chains.get(route)
+        if chain is None:
+            configured = route.typed_per_filter_config
+            chain = tuple(f for f in self.all_filters if not f.passive or f.name in configured)
+            if len(self._chains) >= 4096:
+                self._chains.clear()  # routes of replaced RouteConfigurations are not kept alive forever
+            self._chains[route] = chain
+        return chain
 
 
 def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> HcmConfig:
@@ -107,9 +125,9 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
             raise res.error(fpath, "a typed_config is required")
         if f.typed_config.type_url == filters.ROUTER:
             raise res.error(fpath, "the router must be the last filter")
-        if f.typed_config.type_url not in filters.REGISTRY and f.is_optional:
+        if not filters.known(f.typed_config.type_url) and f.is_optional:
             continue  # Envoy skips unknown optional filters too
-        chain.append(filters.build(res, fpath, f.typed_config.type_url, f.typed_config))
+        chain.append(filters.build(res, fpath, f.typed_config.type_url, f.typed_config, f.name))
     common = h.common_http_protocol_options
     res.reject_unsupported(
         common,
@@ -141,7 +159,8 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
         stat_prefix=h.stat_prefix,
         rds_name=rds_name,
         route_table=table,
-        filters=tuple(chain),
+        filters=tuple(f for f in chain if not f.passive),
+        all_filters=tuple(chain),
         request_timeout=seconds(h.request_timeout) if h.HasField("request_timeout") else 0.0,
         request_headers_timeout=seconds(h.request_headers_timeout)
         if h.HasField("request_headers_timeout")

@@ -11,7 +11,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
-from fastpath import routing
+from fastpath import filters, routing
 from fastpath.config.errors import ConfigError, Resource, join
 from fastpath.config.matchers import (
     compile_header_matcher,
@@ -35,6 +35,7 @@ _VHOST_FIELDS = {
     "request_headers_to_remove",
     "response_headers_to_add",
     "response_headers_to_remove",
+    "require_tls",
 }
 _ROUTE_FIELDS = {
     "name",
@@ -71,7 +72,10 @@ _ACTION_FIELDS = {
     "upgrade_configs",
     "cluster_not_found_response_code",
     "metadata_match",
+    "request_mirror_policies",
+    "hash_policy",
 }
+_MIRROR_FIELDS = {"cluster", "runtime_fraction", "disable_shadow_host_suffix_append", "trace_sampled"}
 _RETRY_FIELDS = {
     "retry_on",
     "num_retries",
@@ -96,7 +100,15 @@ _RETRY_ON = {
     "unavailable",
     "envoy-ratelimited",
 }
-_CLUSTER_WEIGHT_FIELDS = {"name", "weight"}
+_CLUSTER_WEIGHT_FIELDS = {
+    "name",
+    "weight",
+    "request_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+}
+_DENOMINATORS = {0: 100, 1: 10_000, 2: 1_000_000}  # FractionalPercent: HUNDRED, TEN_THOUSAND, MILLION
 
 
 def seconds(duration: Any) -> float:
@@ -141,15 +153,24 @@ def compile_vhost(res: Resource, path: str, vh: route_components_pb2.VirtualHost
     vh_remove = frozenset(h.lower().encode() for h in vh.request_headers_to_remove)
     vh_radd = header_options(res, join(path, "response_headers_to_add"), vh.response_headers_to_add)
     vh_rremove = frozenset(h.lower().encode() for h in vh.response_headers_to_remove)
+    if vh.require_tls != route_components_pb2.VirtualHost.NONE:
+        # Every request here arrives in plain text (the proxy terminates no TLS on an HTTP chain), so
+        # both ALL and EXTERNAL_ONLY answer each request with a redirect to https (Envoy's 301).
+        redirect = routing.Route(
+            "https_redirect", routing.PREFIX, b"/", redirect=routing.Redirect(status=301, https=True)
+        )
+        return routing.VirtualHost(vh.name, tuple(vh.domains), (redirect,), None)
     routes = []
     for i, r in enumerate(vh.routes):
         route = compile_route(res, f"{path}.routes[{i}]", r, retry)
-        # Virtual-host header mutations apply after the route's (Envoy's default order).
-        route.request_headers_to_add = route.request_headers_to_add + vh_add
-        route.request_headers_to_remove = route.request_headers_to_remove | vh_remove
-        route.response_headers_to_add = route.response_headers_to_add + vh_radd
-        route.response_headers_to_remove = route.response_headers_to_remove | vh_rremove
-        route.include_attempt_count = vh.include_request_attempt_count
+        variants = route.action.weighted.variants if route.action and route.action.weighted else None
+        for each in (route, *(variants or ())):
+            # Virtual-host header mutations apply after the route's (Envoy's default order).
+            each.request_headers_to_add = each.request_headers_to_add + vh_add
+            each.request_headers_to_remove = each.request_headers_to_remove | vh_remove
+            each.response_headers_to_add = each.response_headers_to_add + vh_radd
+            each.response_headers_to_remove = each.response_headers_to_remove | vh_rremove
+            each.include_attempt_count = vh.include_request_attempt_count
         routes.append(route)
     return routing.VirtualHost(vh.name, tuple(vh.domains), tuple(routes), retry)
 
@@ -158,13 +179,12 @@ def compile_route(
     res: Resource, path: str, r: route_components_pb2.Route, vhost_retry: routing.RetryPolicy | None
 ) -> routing.Route:
     res.reject_unsupported(r, path, _ROUTE_FIELDS)
-    if r.typed_per_filter_config:
-        # Per-route filter config is read by the filters that know it (fault, cors ... as they land);
-        # until one claims a name, refuse it rather than ignore it.
-        name = next(iter(r.typed_per_filter_config))
-        raise res.error(
-            f"{path}.typed_per_filter_config[{name!r}]", "no HTTP filter of mizzen-proxy reads it"
-        )
+    # Per-route filter config is compiled by the filter that reads it (fault, CORS); one that no filter
+    # of ours reads is refused rather than ignored.
+    per_filter = {
+        name: filters.build_route_config(res, f"{path}.typed_per_filter_config[{name!r}]", config)
+        for name, config in sorted(r.typed_per_filter_config.items())
+    }
     m = r.match
     mpath = join(path, "match")
     res.reject_unsupported(m, mpath, _MATCH_FIELDS)
@@ -215,7 +235,7 @@ def compile_route(
         redirect = compile_redirect(res, join(path, "redirect"), r.redirect)
     else:
         raise res.error(path, "an action (route, redirect or direct_response) is required")
-    return routing.Route(
+    route = routing.Route(
         r.name,
         kind,
         value.encode(),
@@ -234,6 +254,72 @@ def compile_route(
             res, join(path, "response_headers_to_add"), r.response_headers_to_add
         ),
         response_headers_to_remove=frozenset(h.lower().encode() for h in r.response_headers_to_remove),
+        typed_per_filter_config=per_filter,
+    )
+    if action is not None and action.weighted is not None:
+        _destination_variants(res, join(path, "route.weighted_clusters"), r.route.weighted_clusters, route)
+    return route
+
+
+def _destination_variants(res: Resource, path: str, wc: Any, route: routing.Route) -> None:
+    """Weighted destinations with their own header changes: one Route per destination, so that the
+    exchange applies the chosen destination's changes (before the route's, as Envoy orders them)."""
+    weighted = route.action.weighted  # type: ignore[union-attr]
+    picked = [c for c in wc.clusters if c.weight.value > 0]
+    if not any(
+        c.request_headers_to_add
+        or c.request_headers_to_remove
+        or c.response_headers_to_add
+        or c.response_headers_to_remove
+        for c in picked
+    ):
+        return
+    variants = []
+    for i, c in enumerate(wc.clusters):
+        if c.weight.value <= 0:
+            continue
+        cpath = f"{path}.clusters[{i}]"
+        action = copy_action(route.action, cluster=c.name)  # type: ignore[arg-type]
+        variant = routing.Route(
+            route.name,
+            route.kind,
+            route.path,
+            case_sensitive=route.case_sensitive,
+            regex=route.regex,
+            headers=route.headers,
+            query=route.query,
+            action=action,
+            request_headers_to_add=header_options(
+                res, join(cpath, "request_headers_to_add"), c.request_headers_to_add
+            )
+            + route.request_headers_to_add,
+            request_headers_to_remove=frozenset(h.lower().encode() for h in c.request_headers_to_remove)
+            | route.request_headers_to_remove,
+            response_headers_to_add=header_options(
+                res, join(cpath, "response_headers_to_add"), c.response_headers_to_add
+            )
+            + route.response_headers_to_add,
+            response_headers_to_remove=frozenset(h.lower().encode() for h in c.response_headers_to_remove)
+            | route.response_headers_to_remove,
+            typed_per_filter_config=route.typed_per_filter_config,
+        )
+        variants.append(variant)
+    weighted.variants = tuple(variants)  # type: ignore[union-attr]
+
+
+def copy_action(a: routing.RouteAction, *, cluster: str) -> routing.RouteAction:
+    """``a`` sending to one cluster instead of its weighted split."""
+    return routing.RouteAction(
+        cluster=cluster,
+        timeout=a.timeout,
+        idle_timeout=a.idle_timeout,
+        retry=a.retry,
+        prefix_rewrite=a.prefix_rewrite,
+        regex_rewrite=a.regex_rewrite,
+        host_rewrite=a.host_rewrite,
+        websocket=a.websocket,
+        mirrors=a.mirrors,
+        hash_policies=a.hash_policies,
     )
 
 
@@ -294,7 +380,61 @@ def compile_action(
         regex_rewrite=regex_rewrite,
         host_rewrite=a.host_rewrite_literal.encode() if a.host_rewrite_literal else None,
         websocket=websocket,
+        mirrors=tuple(
+            compile_mirror(res, f"{path}.request_mirror_policies[{i}]", m)
+            for i, m in enumerate(a.request_mirror_policies)
+        ),
+        hash_policies=tuple(
+            compile_hash_policy(res, f"{path}.hash_policy[{i}]", h) for i, h in enumerate(a.hash_policy)
+        ),
     )
+
+
+def fraction(res: Resource, path: str, f: Any) -> tuple[int, int]:
+    """A FractionalPercent as (numerator, denominator), the numerator capped at the denominator."""
+    denominator = _DENOMINATORS.get(f.denominator)
+    if denominator is None:
+        raise res.error(join(path, "denominator"), "HUNDRED, TEN_THOUSAND or MILLION")
+    return min(f.numerator, denominator), denominator
+
+
+def compile_mirror(res: Resource, path: str, m: Any) -> routing.MirrorPolicy:
+    res.reject_unsupported(m, path, _MIRROR_FIELDS)
+    if not m.cluster:
+        raise res.error(join(path, "cluster"), "required")
+    numerator, denominator = 100, 100
+    if m.HasField("runtime_fraction"):
+        rf = m.runtime_fraction
+        res.reject_unsupported(rf, join(path, "runtime_fraction"), {"default_value", "runtime_key"})
+        numerator, denominator = fraction(res, join(path, "runtime_fraction.default_value"), rf.default_value)
+    suffix = not m.disable_shadow_host_suffix_append
+    return routing.MirrorPolicy(m.cluster, numerator, denominator, suffix)
+
+
+def compile_hash_policy(res: Resource, path: str, h: Any) -> routing.HashPolicy:
+    which = h.WhichOneof("policy_specifier")
+    res.reject_unsupported(h, path, {which or "", "terminal"})
+    if which == "header":
+        res.reject_unsupported(h.header, join(path, "header"), {"header_name"})
+        if not h.header.header_name:
+            raise res.error(join(path, "header.header_name"), "required")
+        return routing.HashPolicy(routing.HASH_HEADER, h.header.header_name.lower(), h.terminal)
+    if which == "cookie":
+        c = h.cookie
+        res.reject_unsupported(c, join(path, "cookie"), {"name", "ttl", "path"})
+        if not c.name:
+            raise res.error(join(path, "cookie.name"), "required")
+        ttl = seconds(c.ttl) if c.HasField("ttl") else None
+        return routing.HashPolicy(routing.HASH_COOKIE, c.name, h.terminal, ttl, c.path)
+    if which == "connection_properties":
+        if not h.connection_properties.source_ip:
+            raise res.error(join(path, "connection_properties.source_ip"), "must be true")
+        return routing.HashPolicy(routing.HASH_SOURCE_IP, "", h.terminal)
+    if which == "query_parameter":
+        if not h.query_parameter.name:
+            raise res.error(join(path, "query_parameter.name"), "required")
+        return routing.HashPolicy(routing.HASH_QUERY, h.query_parameter.name, h.terminal)
+    raise res.error(join(path, which or ""), "only header, cookie, connection_properties and query_parameter")
 
 
 def compile_retry(res: Resource, path: str, p: route_components_pb2.RetryPolicy) -> routing.RetryPolicy:

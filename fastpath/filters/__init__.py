@@ -8,6 +8,11 @@ remember about one request lives on the exchange (``exchange.filter_state``).
 
 A filter is added by writing its module and registering its factory under its config's type URL; the
 connection loop does not change. The router is the terminal filter and is built into the exchange.
+
+Per-route config (a route's ``typed_per_filter_config``, keyed by the filter's name in the HCM) is compiled
+by the factory registered for its type URL with :func:`register_route_config`; the filter finds it at
+``exchange.route.typed_per_filter_config[self.name]``. A *passive* filter acts only on routes that carry
+such config: the connection runs it only for those routes, so an unconfigured policy costs nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 class HttpFilter:
     """A policy on the request path. Override what the policy needs; the defaults let everything by."""
 
-    name = "filter"
+    name = "filter"  # the HCM's name for the filter (set by ``build``): the key of per-route config
+    passive = False  # True: does nothing on routes without per-route config for it
 
     def on_request(self, exchange: Exchange) -> int:
         return CONTINUE
@@ -47,7 +53,11 @@ class HttpFilter:
 # config it cannot honour. ``path`` is where the config sits in the resource, for those errors.
 FilterFactory = Callable[[Resource, str, any_pb2.Any], HttpFilter]
 
+# A route-config factory compiles one route's ``typed_per_filter_config`` entry into what its filter reads.
+RouteConfigFactory = Callable[[Resource, str, any_pb2.Any], Any]
+
 REGISTRY: dict[str, FilterFactory] = {}
+ROUTE_CONFIGS: dict[str, RouteConfigFactory] = {}
 
 
 def register(type_url: str) -> Callable[[FilterFactory], FilterFactory]:
@@ -58,8 +68,47 @@ def register(type_url: str) -> Callable[[FilterFactory], FilterFactory]:
     return add
 
 
-def build(res: Resource, path: str, type_url: str, config: Any) -> HttpFilter:
+def register_route_config(type_url: str) -> Callable[[RouteConfigFactory], RouteConfigFactory]:
+    def add(factory: RouteConfigFactory) -> RouteConfigFactory:
+        ROUTE_CONFIGS[type_url] = factory
+        return factory
+
+    return add
+
+
+def build(res: Resource, path: str, type_url: str, config: Any, name: str = "") -> HttpFilter:
+    _load_builtin()
     factory = REGISTRY.get(type_url)
     if factory is None:
         raise res.error(path, f"unknown HTTP filter {type_url.rsplit('/', 1)[-1]!r}")
+    built = factory(res, path, config)
+    if name:
+        built.name = name
+    return built
+
+
+def build_route_config(res: Resource, path: str, config: any_pb2.Any) -> Any:
+    """A route's per-filter config compiled by its filter's factory; refused when no filter reads it."""
+    _load_builtin()
+    factory = ROUTE_CONFIGS.get(config.type_url)
+    if factory is None:
+        name = config.type_url.rsplit("/", 1)[-1]
+        raise res.error(path, f"{name!r}: no HTTP filter of mizzen-proxy reads it")
     return factory(res, path, config)
+
+
+def known(type_url: str) -> bool:
+    _load_builtin()
+    return type_url in REGISTRY
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    """Import the filters that ship with the proxy (each registers itself), once, on first use."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from fastpath.filters import cors, fault  # noqa: F401

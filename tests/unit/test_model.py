@@ -144,13 +144,13 @@ def test_warnings_are_kept_with_the_object_until_it_changes_or_goes() -> None:
         "metadata": {"name": "r", "namespace": "default"},
         "spec": {
             "hosts": ["r"],
-            "http": [{"route": [{"destination": {"host": "r"}}], "fault": {"abort": {}}}],
+            "http": [{"route": [{"destination": {"host": "r"}}], "match": [{"statPrefix": "r"}]}],
         },
     }
     snap = state.load({"VirtualService": [vs]}).snapshot
     key = ResourceKey("VirtualService", "default", "r")
     assert [i.format(key) for i in snap.warnings[key]] == [
-        "VirtualService default/r: http[0].fault: not supported by Mizzen yet; ignored"
+        "VirtualService default/r: http[0].match[0].statPrefix: not supported by Mizzen yet; ignored"
     ]
-    del vs["spec"]["http"][0]["fault"]
+    del vs["spec"]["http"][0]["match"]
     assert state.apply([change(vs)]).snapshot.warnings == {}

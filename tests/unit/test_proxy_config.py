@@ -133,8 +133,8 @@ def test_unhealthy_endpoints_are_not_used() -> None:
             'Listener "0.0.0.0_3306": filter_chains[0].filter_chain_match: matching on TLS needs',
         ),
         (
-            lambda b: b["static_resources"]["clusters"][1].update(lb_policy="MAGLEV"),
-            'Cluster "outbound|3306||db.default.svc.cluster.local": lb_policy: MAGLEV is not supported',
+            lambda b: b["static_resources"]["clusters"][1].update(lb_policy="CLUSTER_PROVIDED"),
+            'Cluster "outbound|3306||db.default.svc.cluster.local": lb_policy: CLUSTER_PROVIDED is not',
         ),
         (
             lambda b: b["static_resources"]["clusters"][1].update(type="LOGICAL_DNS"),

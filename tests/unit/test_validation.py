@@ -55,20 +55,29 @@ def test_unknown_field_is_an_error_unsupported_field_a_warning() -> None:
         {
             "hosts": ["reviews"],
             "http": [
-                {"route": [{"destination": {"host": "reviews"}}], "timeot": "1s", "fault": {"abort": {}}}
+                {
+                    "route": [{"destination": {"host": "reviews"}}],
+                    "timeot": "1s",
+                    "fault": {"delay": {"fixedDelay": "1s", "exponentialDelay": "2s"}},
+                }
             ],
         }
     )
     assert messages(raw) == ["VirtualService default/reviews: http[0].timeot: unknown field"]
     assert messages(raw, "warning") == [
-        "VirtualService default/reviews: http[0].fault: not supported by Mizzen yet; ignored"
+        "VirtualService default/reviews: http[0].fault.delay.exponentialDelay: "
+        "not supported by Mizzen yet; ignored"
     ]
 
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({"hosts": []}, "hosts: must have at least 1 item"),
+        ({"hosts": []}, "at least one of http, tcp or tls must be set"),
+        (
+            {"hosts": [], "http": [{"delegate": {"name": "d"}}]},
+            "http[0].delegate: only one level of delegation is supported",
+        ),
         (
             {"hosts": ["r"], "http": [{"route": [{"destination": {}}]}]},
             "http[0].route[0].destination.host: is required",
@@ -147,10 +156,10 @@ def test_destination_rule_checks() -> None:
     assert "DestinationRule default/reviews: trafficPolicy.loadBalancer.simple: must be one of" in errors[0]
     assert any("trafficPolicy.outlierDetection.interval: must be greater than zero" in e for e in errors)
     # The semantic check (duplicate subsets) waits until shapes are right; fix the shapes and it shows.
-    raw["spec"]["trafficPolicy"] = {"connectionPool": {"http": {"maxRequestsPerConnection": 1}}}
+    raw["spec"]["trafficPolicy"] = {"loadBalancer": {"simple": "RANDOM", "warmupDurationSecs": "10s"}}
     assert messages(raw) == ["DestinationRule default/reviews: subsets[1].name: duplicate subset name 'v1'"]
     assert messages(raw, "warning") == [
-        "DestinationRule default/reviews: trafficPolicy.connectionPool.http.maxRequestsPerConnection: "
+        "DestinationRule default/reviews: trafficPolicy.loadBalancer.warmupDurationSecs: "
         "not supported by Mizzen yet; ignored"
     ]
 
