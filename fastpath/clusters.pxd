@@ -36,6 +36,8 @@ cdef class Cluster:
     cdef public long max_retries
     cdef public bint original_dst
     cdef public bint outlier
+    cdef public bint http2
+    cdef public bint use_downstream_protocol
     cdef public long active_requests
     cdef public long pending_requests
     cdef public long connections

@@ -93,6 +93,8 @@ class Cluster:
         self.max_retries = config.circuit_breakers.max_retries
         self.original_dst = config.original_dst
         self.outlier = config.outlier is not None
+        self.http2 = config.protocol == "http2"
+        self.use_downstream_protocol = config.protocol == "downstream"
         # Circuit-breaker gauges, cluster-wide as in Envoy.
         self.active_requests = 0
         self.pending_requests = 0

@@ -382,7 +382,9 @@ class Exchange:
             cluster.report(host, status)
         upstream.keep_alive = head.keep_alive
         retry = self.action.retry if self.action else None
-        if retry is not None and retry.num_retries and not self.response_started and status >= 400:
+        if retry is not None and retry.num_retries and not self.response_started and (
+            status >= 400 or retry.grpc_statuses
+        ):
             grpc = head.get(b"grpc-status") if retry.grpc_statuses else None
             if retry.retriable_response(status, int(grpc) if grpc and grpc.isdigit() else None):
                 if self._retry(upstream_discard=upstream):

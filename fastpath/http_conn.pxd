@@ -24,6 +24,7 @@ cdef class DownstreamConnection:
     cdef public bint draining
     cdef public long paused
     cdef public long requests
+    cdef public bint http2
     cdef public str remote
     cdef public str local
     cdef public object tls

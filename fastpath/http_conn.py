@@ -48,6 +48,7 @@ class DownstreamConnection:
         "generate_request_id",
         "hcm",
         "head_deadline",
+        "http2",
         "idle_deadline",
         "idle_timeout",
         "local",
@@ -102,6 +103,7 @@ class DownstreamConnection:
         self.head_deadline = 0.0
         self.outbox: Outbox = OUTBOX
         self.out: list[bytes] = []
+        self.http2 = False  # an HTTP/2 stream (fastpath.http2), not an HTTP/1.1 connection
         # The HCM settings read on every request, copied out of the (Python) config object.
         self.filters = hcm.filters
         self.stream_idle_timeout = hcm.stream_idle_timeout
@@ -131,6 +133,12 @@ class DownstreamConnection:
             self.watch(self.idle_deadline)
 
     def data_received(self, data: bytes) -> None:
+        if self.requests == 0 and data[:3] == b"PRI" and not self.http2:
+            # HTTP/2 with prior knowledge (gRPC, h2c clients): the connection switches to the h2 manager.
+            from fastpath import http2
+
+            http2.take_over(self, data)
+            return
         ex = self.exchange
         if self.suspended or (ex is not None and ex.request_complete and not ex.tunnel):
             # The next request (pipelined) while this one's response is being made: it waits.

@@ -142,7 +142,7 @@ class Stats:
 
     def __init__(self, identity: Identity | None = None) -> None:
         self.identity = identity or Identity()
-        self.http: dict[tuple[str, str, int, str, str], HttpSeries] = {}
+        self.http: dict[tuple[str, str, int, str, str, str], HttpSeries] = {}
         # The last key part is the peer's SPIFFE ID (server side, mutual TLS), else "".
         self.tcp: dict[str, dict[tuple[str, str, str, str], float]] = defaultdict(lambda: defaultdict(float))
         self.named: dict[str, int] = defaultdict(int)
@@ -156,8 +156,9 @@ class Stats:
         else:
             host = ex.head.host
             dest = host.decode("latin-1") if host else UNKNOWN
+        grpc = ex.grpc_status
         principal = getattr(ex.conn, "peer_principal", "") if reporter == "destination" else ""
-        key = (reporter, dest, ex.status, ex.flags, principal)
+        key = (reporter, dest, ex.status, ex.flags, "" if grpc is None else str(grpc), principal)
         series = self.http.get(key)
         if series is None:
             series = self.http[key] = HttpSeries()
@@ -179,7 +180,14 @@ class Stats:
     # -- exposition -----------------------------------------------------------------------------
 
     def _labels(
-        self, reporter: str, dest: str, code: str | None, flags: str, protocol: str, principal: str = ""
+        self,
+        reporter: str,
+        dest: str,
+        code: str | None,
+        flags: str,
+        protocol: str,
+        grpc: str = "",
+        principal: str = "",
     ) -> str:
         me = self.identity
         service, name, namespace = service_of(dest, me.namespace)
@@ -239,7 +247,7 @@ class Stats:
             ("request_protocol", protocol),
         ]
         if code is not None:
-            pairs += [("response_code", code), ("grpc_response_status", "")]
+            pairs += [("response_code", code), ("grpc_response_status", grpc)]
         pairs += [
             ("response_flags", flags),
             # Istio's: the server side says whether the connection was mutual TLS; the client cannot know.
@@ -257,8 +265,10 @@ class Stats:
             dur = ["# TYPE istio_request_duration_milliseconds histogram"]
             req = ["# TYPE istio_request_bytes histogram"]
             resp = ["# TYPE istio_response_bytes histogram"]
-            for (reporter, dest, code, flags, principal), s in sorted(self.http.items()):
-                labels = self._labels(reporter, dest, str(code), flags, "http", principal)
+            for (reporter, dest, code, flags, grpc, principal), s in sorted(self.http.items()):
+                labels = self._labels(
+                    reporter, dest, str(code), flags, "grpc" if grpc else "http", grpc, principal
+                )
                 total.append(f"istio_requests_total{{{labels}}} {s.count}")
                 dur += s.duration.lines("istio_request_duration_milliseconds", labels)
                 req += s.request_bytes.lines("istio_request_bytes", labels)
@@ -267,7 +277,7 @@ class Stats:
         for metric in sorted(self.tcp):
             out.append(f"# TYPE {metric} counter")
             for (reporter, cluster, flags, principal), value in sorted(self.tcp[metric].items()):
-                labels = self._labels(reporter, cluster, None, flags, "tcp", principal)
+                labels = self._labels(reporter, cluster, None, flags, "tcp", principal=principal)
                 out.append(f"{metric}{{{labels}}} {_number(value)}")
         return "\n".join(out) + "\n"
 

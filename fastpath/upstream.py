@@ -254,6 +254,12 @@ class UpstreamConnection:
 
 def acquire(host: Host, ex: Exchange) -> None:
     """Give ``ex`` a connection to ``host`` (now or later), or fail it with a response flag."""
+    cluster = host.cluster
+    if cluster.http2 or (cluster.use_downstream_protocol and ex.conn.http2):
+        from fastpath import upstream_h2  # HTTP/2 upstreams: a stream on a shared connection
+
+        upstream_h2.acquire(host, ex)
+        return
     idle = host.idle
     while idle:
         conn = idle.pop()
@@ -261,7 +267,6 @@ def acquire(host: Host, ex: Exchange) -> None:
             ex.on_pool_ready(conn)
             return
         conn.close()
-    cluster = host.cluster
     if cluster.pending_requests >= cluster.max_pending_requests:
         cluster.bump("upstream_rq_pending_overflow")
         ex.on_pool_failure("UO", "overflow")

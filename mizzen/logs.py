@@ -17,6 +17,20 @@ import structlog
 _configured = False
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of each write: a logger configured once keeps working when
+    the stream is replaced later (pytest's capture, a daemon reopening its stderr)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def setup(level: str | None = None, *, stream: IO[str] | None = None, json: bool | None = None) -> None:
     """Configure structlog and the stdlib root logger; later calls only change the level."""
     global _configured
@@ -24,7 +38,7 @@ def setup(level: str | None = None, *, stream: IO[str] | None = None, json: bool
     numeric = logging.getLevelName(level_name)
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    out = stream or sys.stderr
+    out: Any = stream or _Stderr()
     if json is None:
         fmt = os.environ.get("MIZZEN_LOG_FORMAT")
         json = fmt == "json" if fmt else not out.isatty()
@@ -52,6 +66,9 @@ def setup(level: str | None = None, *, stream: IO[str] | None = None, json: bool
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(numeric)
+    # The HTTP/2 libraries log every frame and header at DEBUG: far too much, even when debugging us.
+    for noisy in ("hpack", "h2"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
     _configured = True
 
 

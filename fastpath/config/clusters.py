@@ -22,6 +22,7 @@ DEFAULT_UPSTREAM_IDLE = 3600.0  # Envoy's common_http_protocol_options.idle_time
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 _CLUSTER_FIELDS = {
+    "http2_protocol_options",
     "name",
     "alt_stat_name",
     "type",
@@ -137,6 +138,9 @@ class ClusterConfig:
     tls: UpstreamTls | None = None  # transport_socket: what every host gets unless a match says otherwise
     # transport_socket_matches: (metadata every key of which the endpoint must carry, socket); first wins.
     tls_matches: tuple[tuple[tuple[tuple[str, str], ...], UpstreamTls | None], ...] = ()
+    protocol: str = "http1"  # to upstreams: "http1", "http2", or "downstream" (what the client spoke)
+    h2_max_concurrent_streams: int = 100  # streams per HTTP/2 connection before another is opened
+    h2_initial_window: int = 0  # 0: HTTP/2's default stream window
 
     def tls_for(self, endpoint: Endpoint | None) -> UpstreamTls | None:
         """The transport socket for one endpoint (Envoy's transport_socket_matches, then the default)."""
@@ -284,6 +288,11 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
     outlier = compile_outlier(res, c.outlier_detection) if c.HasField("outlier_detection") else None
     idle = DEFAULT_UPSTREAM_IDLE
     max_per_conn = c.max_requests_per_connection.value if c.HasField("max_requests_per_connection") else 0
+    protocol = "http1"
+    h2_window = (100, 0)
+    if c.HasField("http2_protocol_options"):  # the deprecated field Istio's older translations set
+        protocol = "http2"
+        h2_window = _http2_options(res, "http2_protocol_options", c.http2_protocol_options)
     max_duration = 0.0
     for key, any_msg in c.typed_extension_protocol_options.items():
         path = f"typed_extension_protocol_options[{key!r}]"
@@ -297,10 +306,35 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
             {"common_http_protocol_options", "explicit_http_config", "use_downstream_protocol_config"},
         )
         which = opts.WhichOneof("upstream_protocol_options")
-        if which == "explicit_http_config" and opts.explicit_http_config.WhichOneof("protocol_config") != (
-            "http_protocol_options"
-        ):
-            raise res.error(join(path, "explicit_http_config"), "mizzen-proxy speaks HTTP/1.1 to upstreams")
+        if which == "explicit_http_config":
+            explicit = opts.explicit_http_config.WhichOneof("protocol_config")
+            if explicit == "http2_protocol_options":
+                protocol = "http2"
+                h2_window = _http2_options(
+                    res,
+                    join(path, "explicit_http_config.http2_protocol_options"),
+                    opts.explicit_http_config.http2_protocol_options,
+                )
+            elif explicit == "http_protocol_options":
+                protocol = "http1"
+            else:
+                raise res.error(
+                    join(path, f"explicit_http_config.{explicit}"), "HTTP/1.1 or HTTP/2 upstreams only"
+                )
+        elif which == "use_downstream_protocol_config":
+            protocol = "downstream"  # HTTP/2 upstream for HTTP/2 clients (gRPC), HTTP/1.1 for the rest
+            udp = opts.use_downstream_protocol_config
+            res.reject_unsupported(
+                udp,
+                join(path, "use_downstream_protocol_config"),
+                {"http_protocol_options", "http2_protocol_options"},
+            )
+            if udp.HasField("http2_protocol_options"):
+                h2_window = _http2_options(
+                    res,
+                    join(path, "use_downstream_protocol_config.http2_protocol_options"),
+                    udp.http2_protocol_options,
+                )
         common = opts.common_http_protocol_options
         res.reject_unsupported(
             common,
@@ -354,6 +388,9 @@ def compile_cluster(c: cluster_pb2.Cluster) -> ClusterConfig:
         fingerprint=c.SerializeToString(deterministic=True),
         tls=tls,
         tls_matches=tuple(tls_matches),
+        protocol=protocol,
+        h2_max_concurrent_streams=h2_window[0],
+        h2_initial_window=h2_window[1],
     )
 
 
@@ -364,6 +401,22 @@ def _string_fields(struct: object) -> tuple[tuple[str, str], ...]:
         sorted((k, v.string_value) for k, v in fields.items() if v.WhichOneof("kind") == "string_value")
     )
 
+
+
+def _http2_options(res: Resource, path: str, o: object) -> tuple[int, int]:
+    """(max concurrent streams, initial stream window) from Http2ProtocolOptions."""
+    res.reject_unsupported(
+        o,
+        path,
+        {
+            "max_concurrent_streams",
+            "initial_stream_window_size",  # type: ignore[arg-type]
+            "initial_connection_window_size",
+        },
+    )
+    streams = o.max_concurrent_streams.value if o.HasField("max_concurrent_streams") else 100  # type: ignore[attr-defined]
+    window = o.initial_stream_window_size.value if o.HasField("initial_stream_window_size") else 0  # type: ignore[attr-defined]
+    return max(1, streams), window
 
 
 def _hash_table_size(res: Resource, c: cluster_pb2.Cluster, lb: str) -> int:

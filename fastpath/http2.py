@@ -1,0 +1,521 @@
+"""HTTP/2 from clients (h2c with prior knowledge: gRPC, h2c clients), on the ``h2`` library.
+
+Each HTTP/2 stream becomes an ``H2Stream``: a ``DownstreamConnection`` whose bytes are the stream's request
+written as HTTP/1.1 (chunked when it has no length, trailers included) and whose written bytes are read back
+as an HTTP/1.1 response and sent as HEADERS, DATA and trailing HEADERS frames. So every HTTP/2 request goes
+through the same router, filters, retries, timeouts, circuit breakers and telemetry as an HTTP/1.1 one, and
+reaches HTTP/1.1 or HTTP/2 upstreams alike (``fastpath.upstream_h2``). HTTP/1.1 is the internal form because
+it is what the hot path is built and measured for; the translation costs microseconds per stream, next to
+the ``h2`` library's own framing cost.
+
+Flow control is end to end: a stream's received data is acknowledged to the client only while its upstream
+takes it, and response data waits for the client's window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from fastpath import http1
+from fastpath.http_conn import DownstreamConnection
+from mizzen import logs
+
+if TYPE_CHECKING:
+    from fastpath.proxy import Proxy
+
+log = logs.get("proxy")
+
+# Headers that belong to one HTTP/1.1 connection and must not appear in HTTP/2 (RFC 9113 8.2.2).
+CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host")
+)
+MAX_CONCURRENT_STREAMS = 1000
+INITIAL_WINDOW = 1 << 20
+
+
+def take_over(conn: DownstreamConnection, data: bytes) -> None:
+    """Replace an HTTP/1.1 connection manager that received the HTTP/2 preface."""
+    h2conn = H2Connection(conn.proxy, conn.hcm, conn.reporter, conn.original_dst)
+    transport = conn.transport
+    conn.closing = True  # the HTTP/1.1 manager is done with this transport
+    conn.proxy.http_connections.discard(conn)
+    if conn.timer is not None:
+        conn.timer.cancel()
+    transport.set_protocol(h2conn)
+    h2conn.connection_made(transport)
+    h2conn.data_received(data)
+
+
+class H2Connection:
+    """The protocol of one client connection speaking HTTP/2."""
+
+    def __init__(self, proxy: Proxy, hcm: Any, reporter: str, original_dst: tuple[str, int] | None) -> None:
+        self.proxy = proxy
+        self.hcm = hcm
+        self.reporter = reporter
+        self.original_dst = original_dst
+        self.transport: asyncio.Transport | None = None
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+        )
+        self.streams: dict[int, H2Stream] = {}
+        self.closing = False
+        self.draining = False
+        self.write_paused = False
+
+    # -- asyncio protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.proxy.http_connections.add(self)
+        self.h2.initiate_connection()
+        self.h2.update_settings(
+            {
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
+            }
+        )
+        self.h2.increment_flow_control_window(INITIAL_WINDOW * 4)  # the connection-level window
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("http2 protocol error", error=str(exc))
+            self.proxy.stats.downstream_protocol_error(self.reporter)
+            self.flush()
+            self.close()
+            return
+        for ev in events:
+            self._event(ev)
+        self.flush()
+
+    def _event(self, ev: Any) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
+        elif isinstance(ev, h2.events.DataReceived):
+            stream = self.streams.get(ev.stream_id)
+            if stream is None:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                return
+            stream.request_data(ev.data, ev.flow_controlled_length)
+        elif isinstance(ev, h2.events.TrailersReceived):
+            stream = self.streams.get(ev.stream_id)
+            if stream is not None:
+                stream.request_trailers(ev.headers)
+        elif isinstance(ev, h2.events.StreamEnded):
+            stream = self.streams.get(ev.stream_id)
+            if stream is not None:
+                stream.request_end()
+        elif isinstance(ev, h2.events.StreamReset):
+            stream = self.streams.pop(ev.stream_id, None)
+            if stream is not None:
+                stream.reset_by_client()
+        elif isinstance(ev, h2.events.WindowUpdated):
+            targets = list(self.streams.values()) if ev.stream_id == 0 else [self.streams.get(ev.stream_id)]
+            for stream in targets:
+                if stream is not None:
+                    stream.send_pending()
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            for stream in list(self.streams.values()):  # a new initial window, without WINDOW_UPDATEs
+                stream.send_pending()
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.close()
+
+    def _request(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        if self.draining:
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        stream = H2Stream(self, sid)
+        self.streams[sid] = stream
+        stream.start(headers, ended)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closing = True
+        self.proxy.http_connections.discard(self)
+        for stream in list(self.streams.values()):
+            stream.reset_by_client()
+        self.streams.clear()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams.values():
+            stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            stream.resume_writing()
+
+    # -- for streams ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.h2.data_to_send()
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            t.write(out)
+
+    def stream_done(self, stream: H2Stream) -> None:
+        self.streams.pop(stream.sid, None)
+        if self.draining and not self.streams:
+            self.close()
+
+    def drain(self) -> None:
+        """Stop taking streams (GOAWAY); close once those in flight are done."""
+        self.draining = True
+        self.h2.close_connection()
+        self.flush()
+        if not self.streams:
+            self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
+
+    @property
+    def exchange(self) -> Any:
+        return None  # the proxy's drain asks every connection; streams are not HTTP/1.1 exchanges
+
+
+def _h1_head(headers: list[tuple[bytes, bytes]], chunked: bool) -> tuple[bytes, bytes]:
+    """The request head as HTTP/1.1 bytes, and its method."""
+    method = path = authority = b""
+    lines: list[bytes] = []
+    cookies: list[bytes] = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue
+        if name in CONNECTION_SPECIFIC:
+            continue
+        if name == b"cookie":
+            cookies.append(value)  # HTTP/2 may split cookies; HTTP/1.1 wants one header
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    if cookies:
+        lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
+    if chunked:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    return b"".join(
+        [method, b" ", path or b"/", b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *lines, b"\r\n"]
+    ), method
+
+
+class H2Stream(DownstreamConnection):
+    """One HTTP/2 stream, presented to the HTTP/1.1 connection manager."""
+
+    def __init__(self, conn: H2Connection, sid: int) -> None:
+        super().__init__(conn.proxy, conn.hcm, conn.reporter, conn.original_dst)
+        self.http2 = True
+        self.h2conn = conn
+        self.sid = sid
+        self.transport = None  # no socket of its own: frames go through h2conn
+        self.chunked = False
+        self.ended = False
+        self.unacked = 0  # received bytes not yet acknowledged to the client (flow control)
+        self.response = http1.ResponseParser()
+        self.pending: list[tuple[bytes, bool]] = []  # response data waiting for the client's window
+        self.pending_trailers: list[tuple[bytes, bytes]] | None = None
+        self.resp_head: Any = None
+        self.resp_started = False
+        self.resp_ended = False
+        self.dechunk = _Dechunker()
+        self.held: Any = None  # the upstream (or its transport) held back by our backpressure
+        self.finishing = False  # the exchange is done, the last data still going out
+
+    # -- request (client -> stream) -------------------------------------------------------------
+
+    def start(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        has_length = any(n == b"content-length" for n, _ in headers)
+        self.chunked = not ended and not has_length
+        head, method = _h1_head(headers, self.chunked)
+        self.response.expect(method)
+        self.requests = 0
+        self.ended = ended
+        self.feed(head)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes of the HTTP/1.1 form of the request, to the connection manager."""
+        DownstreamConnection.data_received(self, data)
+
+    def request_data(self, data: bytes, flow: int) -> None:
+        if self.chunked:
+            if data:
+                self.feed(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.feed(data)
+        if self.paused:
+            self.unacked += flow  # the client's window closes until the upstream takes more
+        else:
+            self.h2conn.h2.acknowledge_received_data(flow, self.sid)
+
+    def request_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.chunked:
+            lines = b"".join(n + b": " + v + b"\r\n" for n, v in headers if not n.startswith(b":"))
+            self.feed(b"0\r\n" + lines + b"\r\n")
+            self.ended = True
+
+    def request_end(self) -> None:
+        if self.chunked and not self.ended:
+            self.feed(b"0\r\n\r\n")
+        self.ended = True
+
+    def reset_by_client(self) -> None:
+        self.resp_ended = True
+        ex = self.exchange
+        if ex is not None and not ex.done:
+            ex.abort("DC")
+
+    # -- response (connection manager -> stream) ------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """The HTTP/1.1 response the connection manager produced, as HTTP/2 frames."""
+        if self.resp_ended:
+            return
+        parser = self.response
+        try:
+            parser.set_data(data)
+            while True:
+                ev = parser.next()
+                if ev == http1.NEED_DATA:
+                    break
+                if ev == http1.HEAD:
+                    head = parser.head
+                    if head.status < 200:
+                        continue  # interim responses are not relayed over HTTP/2
+                    self.resp_head = head
+                elif ev == http1.BODY:
+                    chunk = data[parser.start : parser.end]
+                    payload = self.dechunk.feed(chunk) if self.resp_head.chunked else chunk
+                    if payload:
+                        self._send_head(False)
+                        self.pending.append((payload, False))
+                elif ev == http1.END:
+                    if self.dechunk.trailers:
+                        self.pending_trailers = self.dechunk.trailers
+                    self._finish_response()
+        except http1.HttpParseError as exc:
+            log.debug("http2 stream: bad response to relay", stream=self.sid, error=str(exc))
+            self._reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+            return
+        self.send_pending()
+
+    def _send_head(self, end: bool) -> None:
+        if self.resp_started:
+            return
+        self.resp_started = True
+        head = self.resp_head
+        headers = [(b":status", b"%d" % head.status)]
+        for name, value in head.headers:
+            if name not in CONNECTION_SPECIFIC:
+                headers.append((name, value))
+        ex = self.exchange
+        if ex is not None and end:
+            self._note_grpc(head.headers)
+        self.h2conn.h2.send_headers(self.sid, headers, end_stream=end)
+
+    def _finish_response(self) -> None:
+        if not self.resp_started and not self.pending and self.pending_trailers is None:
+            self._send_head(True)  # a head-only response (or gRPC trailers-only) in one frame
+            self._close_stream()
+            return
+        self._send_head(False)
+        self.pending.append((b"", True))
+
+    def send_pending(self) -> None:
+        """Send queued response data as the client's window allows."""
+        conn = self.h2conn.h2
+        while self.pending and not self.resp_ended:
+            data, end = self.pending[0]
+            if data:
+                window = min(conn.local_flow_control_window(self.sid), conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                piece, rest = data[:window], data[window:]
+                conn.send_data(self.sid, piece)
+                if rest:
+                    self.pending[0] = (rest, end)
+                    continue
+                self.pending.pop(0)
+                continue
+            self.pending.pop(0)
+            if end:
+                if self.pending_trailers is not None:
+                    self._note_grpc(self.pending_trailers)
+                    conn.send_headers(self.sid, self.pending_trailers, end_stream=True)
+                else:
+                    conn.end_stream(self.sid)
+                self._close_stream()
+        self.h2conn.flush()
+        # Backpressure: while the client's window holds data back, the upstream waits too.
+        if self.pending and self.held is None:
+            self._hold_upstream()
+        elif not self.pending and self.held is not None:
+            self._release_upstream()
+
+    def _hold_upstream(self) -> None:
+        ex = self.exchange
+        up = ex.upstream if ex is not None else None
+        if up is None:
+            return
+        hold = getattr(up, "hold", None)
+        if hold is not None:  # an HTTP/2 upstream stream: stop acknowledging its data (its window closes)
+            hold(True)
+            self.held = up
+        elif up.transport is not None:  # an HTTP/1.1 upstream of its own: stop reading it
+            up.transport.pause_reading()
+            self.held = up.transport
+
+    def _release_upstream(self) -> None:
+        held, self.held = self.held, None
+        hold = getattr(held, "hold", None)
+        if hold is not None:
+            hold(False)
+        elif held is not None and not held.is_closing():
+            held.resume_reading()
+
+    def _note_grpc(self, headers: list[tuple[bytes, bytes]]) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        for name, value in headers:
+            if name == b"grpc-status" and value.isdigit():
+                ex.grpc_status = int(value)
+
+    def _close_stream(self) -> None:
+        self.resp_ended = True
+        if self.finishing:
+            self.close()
+
+    def _reset(self, code: int) -> None:
+        log.debug("http2 stream reset", stream=self.sid, code=code, response_started=self.resp_started)
+        if not self.resp_ended:
+            self.resp_ended = True
+            try:
+                self.h2conn.h2.reset_stream(self.sid, code)
+            except h2.exceptions.StreamClosedError:
+                pass
+            self.h2conn.flush()
+
+    # -- the connection manager's hooks ---------------------------------------------------------
+
+    def flush(self) -> None:
+        self.h2conn.flush()
+
+    def write_eof(self) -> None:
+        if not self.resp_ended:
+            self._finish_response()
+            self.send_pending()
+
+    def pause_reading(self, why: int = 1) -> None:
+        self.paused |= why
+
+    def resume_reading(self, why: int = 1) -> None:
+        if not self.paused & why:
+            return
+        self.paused &= ~why
+        if not self.paused and self.unacked:
+            self.h2conn.h2.acknowledge_received_data(self.unacked, self.sid)
+            self.unacked = 0
+            self.h2conn.flush()
+
+    def pause_writing(self) -> None:
+        self._hold_upstream()
+
+    def resume_writing(self) -> None:
+        if not self.pending:
+            self._release_upstream()
+
+    def close(self) -> None:
+        """The exchange is over: end the stream (reset it if the response did not finish)."""
+        self.closing = True
+        if self.held is not None:
+            self._release_upstream()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.resp_ended:
+            self._reset(
+                h2.errors.ErrorCodes.INTERNAL_ERROR if self.resp_started else h2.errors.ErrorCodes.CANCEL
+            )
+        self.h2conn.stream_done(self)
+
+    def exchange_done(self, ex: Any) -> None:
+        if self.exchange is ex:
+            self.exchange = None
+        self.stats.http_done(self.reporter, ex)
+        for access_log in self.access_logs:
+            from fastpath.http_conn import _Record
+
+            access_log.log(_Record(ex, self))
+        if not self.resp_ended and ex.response_complete:
+            self.send_pending()
+            if not self.resp_ended:
+                self.finishing = True  # the rest waits for the client's window; send_pending ends it
+                return
+        self.close()
+
+    def tunnel_open(self) -> None:
+        self._reset(h2.errors.ErrorCodes.PROTOCOL_ERROR)  # no upgrades over HTTP/2
+
+
+class _Dechunker:
+    """The payload (and trailers) of a chunked body whose framing the codec has already validated."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.remaining = 0
+        self.state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self.trailers: list[tuple[bytes, bytes]] = []
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        self.buf += data
+        buf = self.buf
+        pos = 0
+        while pos < len(buf):
+            if self.state == 1:
+                take = min(self.remaining, len(buf) - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = 2
+                continue
+            lf = buf.find(b"\n", pos)
+            if lf < 0:
+                break
+            line = buf[pos : lf - 1] if lf > pos and buf[lf - 1] == 13 else buf[pos:lf]
+            pos = lf + 1
+            if self.state == 0:
+                size = int(line.split(b";", 1)[0].strip(b" \t"), 16)
+                if size:
+                    self.remaining, self.state = size, 1
+                else:
+                    self.state = 3
+            elif self.state == 2:
+                self.state = 0
+            elif line:  # a trailer
+                name, _, value = line.partition(b":")
+                self.trailers.append((name.strip().lower(), value.strip()))
+        self.buf = buf[pos:]
+        return b"".join(out)

@@ -1,0 +1,158 @@
+"""gRPC (HTTP/2) through one and two mizzen-proxy hops: unary, streaming both ways, status codes and
+trailers carried, retries on UNAVAILABLE, grpc-status in the metrics; and an HTTP/2 client reaching an
+HTTP/1.1 upstream."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from support.envoy import HCM, ROUTER, addr, bootstrap, static_cluster
+from support.grpcapp import GrpcApp
+from support.prom import value
+from support.proxyproc import ProxyProcess, free_port
+from support.upstream import Upstream
+
+H2_OPTIONS = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "explicit_http_config": {"http2_protocol_options": {}}}}
+
+
+def hop(port: int, cluster: str, upstream_port: int, http2: bool = True, **route: Any) -> dict[str, Any]:
+    c = static_cluster(cluster, ("127.0.0.1", upstream_port))
+    if http2:
+        c["typed_extension_protocol_options"] = H2_OPTIONS
+    listener = {"name": "grpc", "address": addr("127.0.0.1", port), "filter_chains": [{"filters": [{
+        "name": "hcm", "typed_config": {
+            "@type": HCM, "stat_prefix": "grpc",
+            "http_filters": [{"name": "router", "typed_config": {"@type": ROUTER}}],
+            "route_config": {"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": cluster, **route}}]}]}}}]}]}
+    return bootstrap([listener], [c])
+
+
+@pytest.fixture(params=["compiled", "python"])
+def env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {} if request.param == "compiled" else {"MIZZEN_NO_EXTENSIONS": "1"}
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[GrpcApp]:
+    a = GrpcApp("greeter")
+    yield a
+    a.stop()
+
+
+class TwoHops:
+    def __init__(self, tmp: Path, env: dict[str, str], app: GrpcApp, **route: Any) -> None:
+        self.server_port, self.client_port = free_port(), free_port()
+        self.server = ProxyProcess(tmp, hop(self.server_port, "inbound|50051||", app.port), env=env)
+        self.client = ProxyProcess(tmp, hop(self.client_port, "outbound|50051||greeter.default.svc.cluster.local",
+                                            self.server_port, **route), env=env)
+        self.server.wait_ready()
+        self.client.wait_ready()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.client_port}")
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.client.stop()
+        self.server.stop()
+
+
+@pytest.fixture
+def hops(tmp_path: Path, env: dict[str, str], app: GrpcApp) -> Iterator[TwoHops]:
+    h = TwoHops(tmp_path, env, app, retry_policy={"retry_on": "unavailable", "num_retries": 3})
+    yield h
+    h.stop()
+
+
+def test_unary_and_metadata_through_two_sidecars(hops: TwoHops) -> None:
+    who = hops.channel.unary_unary("/mizzen.test.Echo/Who")
+    reply, call = who.with_call(b"hello", metadata=(("x-user", "jason"),), timeout=10)
+    assert reply == b"greeter:hello"
+    assert ("served-by", "greeter") in call.trailing_metadata()  # trailers crossed both hops
+    for _ in range(20):  # many calls multiplexed over the pooled HTTP/2 connections
+        assert who(b"x", timeout=10) == b"greeter:x"
+    deadline = time.monotonic() + 5
+    while value(hops.client.prometheus(), "istio_requests_total", grpc_response_status="0") < 21 and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    text = hops.client.prometheus()
+    assert value(text, "istio_requests_total", response_code="200", grpc_response_status="0",
+                 request_protocol="grpc") == 21
+
+
+def test_streaming_both_ways(hops: TwoHops) -> None:
+    count = hops.channel.unary_stream("/mizzen.test.Echo/Count")
+    assert list(count(b"200", timeout=10)) == [f"greeter:{i}".encode() for i in range(200)]
+    join = hops.channel.stream_unary("/mizzen.test.Echo/Join")
+    assert join(iter([b"a", b"b" * 100000, b"c"]), timeout=10) == b"a," + b"b" * 100000 + b",c"
+    chat = hops.channel.stream_stream("/mizzen.test.Echo/Chat")
+    assert list(chat(iter([b"x", b"y", b"z"]), timeout=10)) == [b"X", b"Y", b"Z"]
+
+
+def test_status_codes_and_retries(hops: TwoHops) -> None:
+    who = hops.channel.unary_unary("/mizzen.test.Echo/Who")
+    with pytest.raises(grpc.RpcError) as err:
+        who(b"x", metadata=(("status", "5"),), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and err.value.details() == "asked"
+    # UNAVAILABLE twice, then served: the client sidecar's retry policy absorbs it.
+    key = f"k{time.monotonic_ns()}"
+    assert who(b"r", metadata=(("fail-until", "2"), ("key", key)), timeout=10) == b"greeter:r"
+    key = f"k{time.monotonic_ns()}"
+    with pytest.raises(grpc.RpcError) as err:
+        who(b"r", metadata=(("fail-until", "9"), ("key", key)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    time.sleep(0.3)
+    assert value(hops.client.prometheus(), "istio_requests_total", grpc_response_status="14",
+                 response_flags="URX") == 1
+
+
+def h2_get(port: int, path: str) -> tuple[int, bytes]:
+    """A plain HTTP/2 (h2c, prior knowledge) GET with the h2 library."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", path.encode()),
+                                (b":authority", b"web")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        status, body = 0, b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    return status, body
+            s.sendall(conn.data_to_send())
+    return status, body
+
+
+def test_http2_client_to_an_http1_upstream(tmp_path: Path, env: dict[str, str]) -> None:
+    up = Upstream("web")
+    port = free_port()
+    proxy = ProxyProcess(tmp_path, hop(port, "web", up.port, http2=False), env=env)
+    try:
+        proxy.wait_ready()
+        status, body = h2_get(port, "/hello?x=1")
+        assert status == 200 and b'"path": "/hello?x=1"' in body and b'"name": "web"' in body
+        status, body = h2_get(port, "/?size=300000")  # more than the default windows: flow control works
+        assert status == 200 and body == b"x" * 300000
+    finally:
+        proxy.stop()
+        up.stop()
