@@ -82,6 +82,7 @@ async def test_controller_on_the_kube_source_pushes_api_changes(tmp_path: Path) 
 async def test_controller_process_on_a_kubeconfig(tmp_path: Path) -> None:
     """``mizzen-controller --kubeconfig``: the process syncs from the API server and serves what it read."""
     async with running(CORE + istio_crds()) as api:
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
         for doc in mesh_objects():
             api.create(doc)
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")

@@ -11,8 +11,6 @@ from .server import KubeApiServer
 INSTALL = (
     *CORE,
     ResourceDef("", ("v1",), "serviceaccounts", "ServiceAccount", builtin=True),
-    ResourceDef("", ("v1",), "configmaps", "ConfigMap", builtin=True),
-    ResourceDef("", ("v1",), "secrets", "Secret", builtin=True),
     ResourceDef("apps", ("v1",), "daemonsets", "DaemonSet", builtin=True),
     ResourceDef("policy", ("v1",), "poddisruptionbudgets", "PodDisruptionBudget", builtin=True),
     ResourceDef("coordination.k8s.io", ("v1",), "leases", "Lease", builtin=True),

@@ -65,7 +65,11 @@ ENDPOINT_SLICES = ResourceDef(
 )
 DEPLOYMENTS = ResourceDef("apps", ("v1",), "deployments", "Deployment", builtin=True, short_names=("deploy",))
 
-CORE = (NAMESPACES, PODS, SERVICES, ENDPOINT_SLICES, DEPLOYMENTS)
+SECRETS = ResourceDef("", ("v1",), "secrets", "Secret", builtin=True, fields=(*COMMON_FIELDS, "type"))
+CONFIG_MAPS = ResourceDef("", ("v1",), "configmaps", "ConfigMap", builtin=True, short_names=("cm",))
+
+# Every cluster serves these; the controller reads the first four and keeps its CA and root in the last two.
+CORE = (NAMESPACES, PODS, SERVICES, ENDPOINT_SLICES, DEPLOYMENTS, SECRETS, CONFIG_MAPS)
 
 _NETWORKING = (
     ("virtualservices", "VirtualService", ("vs",)),
