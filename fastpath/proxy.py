@@ -126,11 +126,30 @@ class Proxy:
             self.servers[name] = entry
             log.info("listener added", listener=name, address=f"{entry[0][0]}:{entry[0][1]}")
         self.clusters.update(dict(new.clusters), new.endpoints_of)
+        old = self.config
         self.config = new
+        if new.listeners is not old.listeners:
+            self._drain_replaced_chains(old)
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
         if ready:
             self.ready.set()
+
+    def _drain_replaced_chains(self, old: cfgmod.ProxyConfig) -> None:
+        """HTTP connections whose listener changed finish their request and close, as Envoy drains them on
+        a listener update: a changed policy (an AuthorizationPolicy's RBAC filter) must not live on in
+        keep-alive connections. Listeners compare by content, so a SotW resend drains nothing."""
+        kept = {lst.fingerprint for lst in self.config.listeners.values()}
+        owner = {
+            id(chain.http): lst.fingerprint
+            for lst in old.listeners.values()
+            for chain in lst.chains()
+            if chain.http is not None
+        }
+        for conn in list(self.http_connections):
+            fingerprint = owner.get(id(conn.hcm))
+            if fingerprint is not None and fingerprint not in kept:
+                conn.drain()
 
     async def _sweep(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from controller.model.policies import (
     build_redirect,
 )
 from controller.model.protocol import MeshProtocol, parse_protocol
+from controller.model.security import ClientTls, build_client_tls
 from controller.model.values import (
     Duration,
     FrozenMap,
@@ -308,6 +309,7 @@ class TrafficPolicy(msgspec.Struct, frozen=True, gc=False):
     port_level: FrozenMap[TrafficPolicy]  # str(port number) -> policy for that port
     consistent_hash: ConsistentHash | None = None  # loadBalancer.consistentHash (instead of simple)
     locality_lb: LocalityLb | None = None  # loadBalancer.localityLbSetting
+    tls: ClientTls | None = None  # client TLS towards the host (None: auto mutual TLS)
 
     @property
     def has_load_balancer(self) -> bool:
@@ -327,6 +329,7 @@ class TrafficPolicy(msgspec.Struct, frozen=True, gc=False):
             port_level=port_level,
             consistent_hash=lb.consistent_hash,
             locality_lb=lb.locality_lb,
+            tls=over.tls or base.tls,
         )
 
     def for_port(self, port: int) -> TrafficPolicy:
@@ -429,6 +432,7 @@ def build_traffic_policy(raw: Mapping[str, Any] | None) -> TrafficPolicy | None:
         port_level=FrozenMap(port_level),
         consistent_hash=build_consistent_hash(balancer.get("consistentHash")),
         locality_lb=build_locality_lb(balancer.get("localityLbSetting")),
+        tls=build_client_tls(raw.get("tls")),
     )
 
 

@@ -33,6 +33,12 @@ from controller.model.kube import (
     build_service,
 )
 from controller.model.meta import key_of
+from controller.model.security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    build_authorization_policy,
+    build_peer_authentication,
+)
 from controller.model.values import ResourceKey
 from controller.validation import Issue, validate
 from mizzen import logs
@@ -49,8 +55,8 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "ServiceEntry": build_service_entry,
     "Sidecar": build_sidecar,
     "Gateway": build_opaque,
-    "PeerAuthentication": build_opaque,
-    "AuthorizationPolicy": build_opaque,
+    "PeerAuthentication": build_peer_authentication,
+    "AuthorizationPolicy": build_authorization_policy,
 }
 
 _EMPTY: Mapping[Any, Any] = {}
@@ -166,6 +172,12 @@ class MeshSnapshot:
 
     def sidecars(self) -> Iterable[Sidecar]:
         return self.objects("Sidecar")
+
+    def peer_authentications(self) -> Iterable[PeerAuthentication]:
+        return self.objects("PeerAuthentication")
+
+    def authorization_policies(self) -> Iterable[AuthorizationPolicy]:
+        return self.objects("AuthorizationPolicy")
 
 
 class SnapshotUpdate(NamedTuple):

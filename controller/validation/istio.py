@@ -25,6 +25,7 @@ from controller.validation.schema import (
     regex,
     string,
 )
+from controller.validation.security import AUTHORIZATION_POLICY, CLIENT_TLS, PEER_AUTHENTICATION
 
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "MYSQL", "REDIS", "UDP")
 LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
@@ -507,7 +508,7 @@ _POLICY_FIELDS: dict[str, Any] = {
     "loadBalancer": LOAD_BALANCER,
     "connectionPool": CONNECTION_POOL,
     "outlierDetection": OUTLIER_DETECTION,
-    "tls": Unsupported("client TLS settings"),
+    "tls": CLIENT_TLS,
 }
 
 PORT_TRAFFIC_POLICY = obj({"port": Field(PORT_SELECTOR, required=True), **_POLICY_FIELDS})
@@ -654,8 +655,6 @@ SIDECAR = obj(
 # Kept and versioned, but nothing is enforced from them yet; the user is told.
 NOT_ENFORCED = {
     "Gateway": "Gateways are not served by Mizzen yet; this resource has no effect",
-    "PeerAuthentication": "mutual TLS is not enforced by Mizzen yet; this resource has no effect",
-    "AuthorizationPolicy": "authorization is not enforced by Mizzen yet; this resource has no effect",
 }
 
 SPECS = {
@@ -664,21 +663,6 @@ SPECS = {
     "ServiceEntry": SERVICE_ENTRY,
     "Sidecar": SIDECAR,
     "Gateway": obj({"selector": map_of(string()), "servers": list_of(anything())}),
-    "PeerAuthentication": obj(
-        {
-            "selector": anything(),
-            "mtls": obj({"mode": string(enum=("UNSET", "DISABLE", "PERMISSIVE", "STRICT"))}),
-            "portLevelMtls": anything(),
-        }
-    ),
-    "AuthorizationPolicy": obj(
-        {
-            "selector": anything(),
-            "targetRef": anything(),
-            "targetRefs": anything(),
-            "action": string(enum=("ALLOW", "DENY", "AUDIT", "CUSTOM")),
-            "provider": anything(),
-            "rules": list_of(anything()),
-        }
-    ),
+    "PeerAuthentication": PEER_AUTHENTICATION,
+    "AuthorizationPolicy": AUTHORIZATION_POLICY,
 }

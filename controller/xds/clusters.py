@@ -10,6 +10,7 @@ from envoy.type.v3 import percent_pb2
 from controller.model.istio import TrafficPolicy
 from controller.xds.registry import LbEndpoint, MeshService
 from controller.xds.resources import proto_duration, u32
+from controller.xds.security import endpoint_metadata
 
 PASSTHROUGH = "PassthroughCluster"
 BLACKHOLE = "BlackHoleCluster"
@@ -184,6 +185,10 @@ def load_assignment(name: str, endpoints: list[LbEndpoint]) -> endpoint_pb2.Clus
             lb.endpoint.address.socket_address.address = ep.address
             lb.endpoint.address.socket_address.port_value = ep.port
             lb.health_status = _HEALTH[ep.health]
+            meta = endpoint_metadata(ep.labels)
+            if meta is not None:  # auto mTLS: this endpoint's pod has a sidecar
+                for key, fields in meta.items():
+                    lb.metadata.filter_metadata[key].update(fields)
             if ep.weight:
                 lb.load_balancing_weight.value = ep.weight
             weight += ep.weight or 1

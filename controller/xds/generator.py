@@ -20,7 +20,7 @@ from controller.model.protocol import MeshProtocol
 from controller.model.snapshot import ConfigChange, MeshSnapshot
 from controller.model.values import ResourceKey
 from controller.xds import clusters as cds
-from controller.xds import grpcgen
+from controller.xds import grpcgen, security
 from controller.xds import listeners as lds
 from controller.xds import routes as rds
 from controller.xds.node import ProxyNode
@@ -170,6 +170,8 @@ class ScopeView:
             slices,
             pods,
             dest_ports,
+            # Last: what mutual TLS towards the service depends on (identities, auto mTLS on or off).
+            security.outbound_inputs(snapshot, svc, reg.domain),
         )
 
     def _bundle(self, reg: Registry, scope: Scope, svc: MeshService, inputs: tuple[Any, ...]) -> HostBundle:
@@ -201,6 +203,16 @@ class ScopeView:
                 else:
                     cluster = cds.outbound_cluster(
                         name, svc, policy, selected if svc.resolution == "DNS" else None
+                    )
+                    sans, auto = inputs[-1]
+                    security.apply_upstream_tls(
+                        cluster,
+                        host=svc.hostname,
+                        port=port.port,
+                        subset=subset,
+                        tls=policy.tls if policy is not None else None,
+                        sans=sans,
+                        auto=auto,
                     )
                 res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
                 if svc.resolution == "EDS":
@@ -418,7 +430,7 @@ def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
     for port in ports:
         name = cds.inbound_name(port)
         out[CLUSTER][name] = make_resource(CLUSTER, name, cds.inbound_cluster(port))
-    listener = lds.virtual_inbound(ports.items())
+    listener = lds.virtual_inbound(ports.items(), security.InboundSecurity.for_pod(snapshot, pod))
     out[LISTENER][lds.VIRTUAL_INBOUND] = make_resource(LISTENER, lds.VIRTUAL_INBOUND, listener)
     return out
 
@@ -496,6 +508,21 @@ class Translator:
                     rescoped.add(change.key.namespace)
             elif kind == "Pod":
                 pods.add(change.key)
+            elif kind in ("PeerAuthentication", "AuthorizationPolicy"):
+                # Inbound chains and filters of the pods they may cover; auto mTLS towards the namespace.
+                for o in (change.old, change.new):
+                    if o is None:
+                        continue
+                    mesh_wide = o.meta.namespace == "istio-system"
+                    for pod in snapshot.objects("Pod"):
+                        if mesh_wide or pod.namespace == o.meta.namespace:
+                            pods.add(pod.key)
+                    if kind == "PeerAuthentication":
+                        hosts.update(
+                            h
+                            for h, svc in self.registry.services.items()
+                            if mesh_wide or svc.namespace == o.meta.namespace
+                        )
             elif kind == "Service":
                 # Inbound ports come from the Services that select a pod.
                 for o in (change.old, change.new):

@@ -3,7 +3,7 @@ listeners they hand connections to."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -13,11 +13,13 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from controller.xds.clusters import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_name
 from controller.xds.resources import any_of, proto_duration
+from controller.xds.security import InboundSecurity
 
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
@@ -129,34 +131,28 @@ def outbound_tcp_listener(
     )
 
 
-def virtual_inbound(ports: Iterable[tuple[int, bool]]) -> listener_pb2.Listener:
+def virtual_inbound(
+    ports: Iterable[tuple[int, bool]], security: InboundSecurity | None = None
+) -> listener_pb2.Listener:
     """The listener iptables sends inbound connections to: one chain per pod port (HTTP through an inline
     route to ``inbound|<port>||``, else opaque TCP), the rest to InboundPassthroughCluster.
 
     Connections arrive by REDIRECT, so the original_dst listener filter recovers the port each chain matches
     on. (Not use_original_dst: that would hand inbound connections to the outbound ``0.0.0.0_<port>``.)
+    With ``security`` (``controller.xds.security``) each port gets the chains of its mTLS mode and the
+    workload's authorization filters, and the catch-all is chains too (no default chain to fall into).
     """
     chains = []
     for port, http in sorted(ports):
         cluster = inbound_name(port)
-        chain = listener_components_pb2.FilterChain(name=cluster)
-        chain.filter_chain_match.destination_port.value = port
-        if http:
-            route = rc.Route(
-                name="default",
-                match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=cluster, timeout=proto_duration(0.0)),
-            )
-            config = route_pb2.RouteConfiguration(
-                name=cluster,
-                virtual_hosts=[rc.VirtualHost(name=f"inbound|http|{port}", domains=["*"], routes=[route])],
-            )
-            config.validate_clusters.value = False
-            chain.filters.append(hcm_filter(http_manager(f"inbound_0.0.0.0_{port}", route_config=config)))
+        make = _inbound_filters(cluster, port, http, security)
+        if security is None:
+            chain = listener_components_pb2.FilterChain(name=cluster, filters=make(False))
+            chain.filter_chain_match.destination_port.value = port
+            chains.append(chain)
         else:
-            chain.filters.append(tcp_proxy_filter(cluster, [(cluster, 1)]))
-        chains.append(chain)
-    return listener_pb2.Listener(
+            chains += security.chains(cluster, port, security.mtls.for_port(port), make)
+    listener = listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=_address("0.0.0.0", INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
@@ -167,8 +163,49 @@ def virtual_inbound(ports: Iterable[tuple[int, bool]]) -> listener_pb2.Listener:
             )
         ],
         filter_chains=chains,
-        default_filter_chain=listener_components_pb2.FilterChain(
-            name="virtualInbound-catchall",
-            filters=[tcp_proxy_filter(INBOUND_PASSTHROUGH, [(INBOUND_PASSTHROUGH, 1)])],
-        ),
     )
+    catchall = _inbound_filters(INBOUND_PASSTHROUGH, None, False, security)
+    if security is None:
+        listener.default_filter_chain.CopyFrom(
+            listener_components_pb2.FilterChain(name="virtualInbound-catchall", filters=catchall(False))
+        )
+    else:
+        listener.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector",
+                typed_config=any_of(tls_inspector_pb2.TlsInspector()),
+            )
+        )
+        listener.filter_chains.extend(
+            security.chains("virtualInbound-catchall", None, security.mtls.mode, catchall)
+        )
+    return listener
+
+
+def _inbound_filters(
+    cluster: str, port: int | None, http: bool, security: InboundSecurity | None
+) -> Callable[[bool], list[listener_components_pb2.Filter]]:
+    """The network filters of an inbound chain, made per chain (mutual TLS or not)."""
+
+    def make(mtls: bool) -> list[listener_components_pb2.Filter]:
+        if not http:
+            rbac = security.network_filters(cluster) if security is not None else []
+            return [*rbac, tcp_proxy_filter(cluster, [(cluster, 1)])]
+        route = rc.Route(
+            name="default",
+            match=rc.RouteMatch(prefix="/"),
+            route=rc.RouteAction(cluster=cluster, timeout=proto_duration(0.0)),
+        )
+        config = route_pb2.RouteConfiguration(
+            name=cluster,
+            virtual_hosts=[rc.VirtualHost(name=f"inbound|http|{port}", domains=["*"], routes=[route])],
+        )
+        config.validate_clusters.value = False
+        manager = http_manager(f"inbound_0.0.0.0_{port}", route_config=config)
+        if security is not None:
+            router = list(manager.http_filters)
+            del manager.http_filters[:]
+            manager.http_filters.extend([*security.http_filters(), *router])
+        return [hcm_filter(manager)]
+
+    return make

@@ -14,6 +14,7 @@ from fastpath.config.errors import Resource, join
 from fastpath.config.hcm import HcmConfig, compile_access_log, compile_hcm
 from fastpath.config.routes import seconds
 from fastpath.config.tls import DownstreamTls, compile_downstream_socket
+from fastpath.filters import rbac as _http_rbac  # noqa: F401 - registers envoy.filters.http.rbac
 from fastpath.rbac import RbacEngine, compile_rbac
 
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"

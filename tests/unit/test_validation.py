@@ -193,16 +193,16 @@ def test_sidecar_egress_host_format() -> None:
     ]
 
 
-def test_security_kinds_are_accepted_with_a_warning_that_nothing_is_enforced() -> None:
+def test_security_kinds_are_enforced_and_say_so_only_when_a_policy_cannot_act() -> None:
     raw = {
         "kind": "AuthorizationPolicy",
         "metadata": {"name": "deny", "namespace": "default"},
         "spec": {"action": "DENY"},
     }
     assert messages(raw) == []
+    # Enforced: the only warning left is that a DENY policy without rules matches nothing.
     assert messages(raw, "warning") == [
-        "AuthorizationPolicy default/deny: "
-        "authorization is not enforced by Mizzen yet; this resource has no effect"
+        "AuthorizationPolicy default/deny: rules: a DENY policy without rules matches nothing; it has no effect"
     ]
 
 
