@@ -146,7 +146,7 @@ async def test_every_kind_synced_with_indexes_and_batches(make_source: Callable[
         assert pod["status"]["podIP"] == "10.0.0.7" and pod["spec"]["serviceAccountName"] == "reviews"
         assert "managedFields" not in pod["metadata"]
         namespace = source.get("Namespace", "shop")
-        assert namespace is not None and namespace["metadata"]["labels"] == {"istio-injection": "enabled"}
+        assert namespace is not None and namespace["metadata"]["labels"]["istio-injection"] == "enabled"
         slices = source.by_index("EndpointSlice", "service-name", "shop/reviews")
         assert [s["metadata"]["name"] for s in slices] == ["reviews-x1"]
         assert [p["metadata"]["name"] for p in source.select("Pod", {"app": "reviews"}, "shop")] == [

@@ -61,6 +61,17 @@ class Objects:
         return obj
 
     def create(self, target: Target, body: Obj) -> Obj:
+        return self.store(target, self.prepare_create(target, body))
+
+    def store(self, target: Target, obj: Obj) -> Obj:
+        """Writes an object ``prepare_create``/``prepare_update`` made (after admission, in the server)."""
+        meta = obj["metadata"]
+        return self._storage.put(
+            target.resource.group_resource, (meta.get("namespace", ""), meta["name"]), obj
+        ).obj
+
+    def prepare_create(self, target: Target, body: Obj) -> Obj:
+        """The object a create would store: checked, named (generateName), stamped; not yet stored."""
         resource = target.resource
         obj = self._checked(target, body)
         meta = obj["metadata"]
@@ -93,9 +104,16 @@ class Objects:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         meta["generation"] = 1
-        return self._storage.put(resource.group_resource, (namespace, name), obj).obj
+        _namespace_label(resource, meta)
+        return obj
 
     def update(self, target: Target, body: Obj, *, patch: bool = False) -> Obj:
+        obj = self.prepare_update(target, body, patch=patch)
+        existing = self.existing(target)
+        return existing if obj == existing else self.store(target, obj)
+
+    def prepare_update(self, target: Target, body: Obj, *, patch: bool = False) -> Obj:
+        """The object an update would store (equal to the stored one for a no-op write); not yet stored."""
         resource = target.resource
         existing = self.existing(target)
         obj = self._checked(target, body)
@@ -127,14 +145,15 @@ class Objects:
         )
         if resource.namespaced:
             meta["namespace"] = target.namespace
+        _namespace_label(resource, meta)
         if obj == existing:
             return existing  # a no-op write: no new revision, no event
         if _spec(obj) != _spec(existing):
             meta["generation"] = old_meta.get("generation", 1) + 1
-        return self._storage.put(resource.group_resource, target.key, obj).obj
+        return obj
 
     def merge_patch(self, target: Target, patch: Obj) -> Obj:
-        return self.update(target, _merge_patch(self.existing(target), patch), patch=True)
+        return self.update(target, merge_patch(self.existing(target), patch), patch=True)
 
     def delete(self, target: Target) -> Obj:
         self.existing(target)
@@ -164,11 +183,18 @@ class Objects:
         return {**obj, "kind": resource.kind, "apiVersion": storage_version, "metadata": meta}
 
 
+def _namespace_label(resource: ResourceDef, meta: Obj) -> None:
+    """The API server labels every Namespace with its own name (``kubernetes.io/metadata.name``), which
+    selectors such as the injection webhook's namespaceSelector rely on."""
+    if resource.group_resource == "namespaces":
+        meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
+
+
 def _spec(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
-def _merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
         return patch
@@ -177,5 +203,5 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = _merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value)
     return result

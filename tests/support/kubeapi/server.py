@@ -2,8 +2,10 @@
 
 Discovery (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``), LIST
 (``listing``), WATCH (``watch``), GET/POST/PUT/PATCH/DELETE (``objects``), label and field selectors,
-``metav1.Status`` bodies on every failure, bearer-token authentication. Test controls: compaction, injected
-failures (429 with Retry-After...), dropped, expired and hanging watches, forced bookmarks, a request log.
+``metav1.Status`` bodies on every failure, bearer-token authentication, dynamic admission (writes through
+the API call the registered mutating and validating webhooks: ``admission``). Test controls: compaction,
+injected failures (429 with Retry-After...), dropped, expired and hanging watches, forced bookmarks, a
+request log.
 
 Deliberate simplifications (noted where they live): legacy discovery documents only (clients that ask for
 the aggregated v2 form fall back to them); merge, JSON and (simplified, see ``apply``) server-side apply
@@ -25,7 +27,9 @@ import yaml
 from aiohttp import web
 
 from . import apply as apply_mod
+from . import objects as objects_mod
 from . import status as st
+from .admission import Admission, Outcome
 from .listing import Lister
 from .objects import Objects, Target
 from .resources import CORE, VERBS, ResourceDef
@@ -74,6 +78,9 @@ class KubeApiServer:
         self.requests: list[RequestRecord] = []
         self._resources: dict[tuple[str, str], ResourceDef] = {}
         self._objects = Objects(self.storage, self._resources)
+        # Writes through the API go past the registered admission webhooks; ``create``/``apply`` below
+        # (the tests' own seeding) write straight to storage, as if into etcd.
+        self.admission = Admission(self.storage)
         # block_timeout: how long a "not older than" read waits for a revision the server has not reached.
         self._lister = Lister(self.storage, block_timeout)
         self._hub = WatchHub(
@@ -256,30 +263,51 @@ class KubeApiServer:
             return web.json_response(await self._lister.list(target, query), dumps=_dumps)
         if verb == "get":
             return web.json_response(target.view(self._objects.existing(target)), dumps=_dumps)
+        outcome = Outcome()
         if verb == "create":
-            created = self._objects.create(target, await _body(request))
-            return web.json_response(target.view(created), status=201, dumps=_dumps)
+            created = await self._create(target, await _body(request), outcome)
+            return _answer(target.view(created), outcome, status=201)
         if verb == "update":
-            updated = self._objects.update(target, await _body(request))
-            return web.json_response(target.view(updated), dumps=_dumps)
+            updated = await self._update(target, await _body(request), outcome)
+            return _answer(target.view(updated), outcome)
         if verb == "patch":
             content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
             if content_type == "application/apply-patch+yaml":
-                return await self._server_side_apply(request, target, query)
+                return await self._server_side_apply(request, target, query, outcome)
             if content_type == "application/json-patch+json":
                 ops = orjson.loads(await request.read() or b"null")
-                patched = self._objects.update(
-                    target, apply_mod.json_patch(self._objects.existing(target), ops), patch=True
-                )
-                return web.json_response(target.view(patched), dumps=_dumps)
-            if content_type != "application/merge-patch+json":
+                body = apply_mod.json_patch(self._objects.existing(target), ops)
+            elif content_type == "application/merge-patch+json":
+                body = objects_mod.merge_patch(self._objects.existing(target), await _body(request))
+            else:
                 raise st.unsupported_media_type(content_type)
-            patched = self._objects.merge_patch(target, await _body(request))
-            return web.json_response(target.view(patched), dumps=_dumps)
-        return web.json_response(target.view(self._objects.delete(target)), dumps=_dumps)
+            patched = await self._update(target, body, outcome, patch=True)
+            return _answer(target.view(patched), outcome)
+        await self.admission.validate("DELETE", target, None, self._objects.existing(target), outcome)
+        return _answer(target.view(self._objects.delete(target)), outcome)
+
+    async def _create(self, target: Target, body: Obj, outcome: Outcome) -> Obj:
+        """A create as the API server runs it: mutating webhooks (which see no name yet when the body has only
+        generateName), the server's own checks and defaults, validating webhooks, storage."""
+        body = await self.admission.mutate("CREATE", target, body, None, outcome)
+        obj = self._objects.prepare_create(target, body)
+        await self.admission.validate("CREATE", target, obj, None, outcome)
+        return self._objects.store(target, obj)
+
+    async def _update(self, target: Target, body: Obj, outcome: Outcome, *, patch: bool = False) -> Obj:
+        existing = self._objects.existing(target)
+        obj = self._objects.prepare_update(target, body, patch=patch)
+        if obj is not existing:
+            mutated = await self.admission.mutate("UPDATE", target, obj, existing, outcome)
+            if mutated is not obj:
+                obj = self._objects.prepare_update(target, mutated, patch=True)
+        if obj is existing or obj == existing:
+            return existing  # a no-op write: no webhooks, no new revision, no event
+        await self.admission.validate("UPDATE", target, obj, existing, outcome)
+        return self._objects.store(target, obj)
 
     async def _server_side_apply(
-        self, request: web.Request, target: Target, query: dict[str, str]
+        self, request: web.Request, target: Target, query: dict[str, str], outcome: Outcome
     ) -> web.Response:
         manager = query.get("fieldManager")
         if not manager:
@@ -292,18 +320,18 @@ class KubeApiServer:
         entry = apply_mod.managed_entry(manager, target.resource.api_version(target.version))
         if existing is None:
             obj = {**applied, "metadata": {**(applied.get("metadata") or {}), "managedFields": [entry]}}
-            created = self._objects.create(target, obj)
+            created = await self._create(target, obj, outcome)
             self.applied_fields[owned_key] = apply_mod.leaf_paths(applied)
             self._after_write(target, created)
-            return web.json_response(target.view(created), status=201, dumps=_dumps)
+            return _answer(target.view(created), outcome, status=201)
         merged, now = apply_mod.apply(existing, applied, self.applied_fields.get(owned_key, set()))
         others = [m for m in merged["metadata"].get("managedFields") or () if m.get("manager") != manager]
         merged["metadata"] = {**merged["metadata"], "managedFields": [*others, entry]}
         merged["metadata"].pop("resourceVersion", None)
-        updated = self._objects.update(target, merged, patch=True)
+        updated = await self._update(target, merged, outcome, patch=True)
         self.applied_fields[owned_key] = now
         self._after_write(target, updated)
-        return web.json_response(target.view(updated), dumps=_dumps)
+        return _answer(target.view(updated), outcome)
 
     def _after_write(self, target: Target, obj: Obj) -> None:
         """What the API server's own controllers do at once for some kinds (see ``on_write``)."""
@@ -451,6 +479,14 @@ async def running(resources: Iterable[ResourceDef] = CORE, **options: Any) -> As
         yield server
     finally:
         await server.stop()
+
+
+def _answer(obj: Obj, outcome: Outcome, status: int = 200) -> web.Response:
+    response = web.json_response(obj, status=status, dumps=_dumps)
+    for warning in outcome.warnings:
+        # The API server's form (RFC 7234 warn-code 299); clients print these to the user.
+        response.headers.add("Warning", '299 - "' + warning.replace('"', "'") + '"')
+    return response
 
 
 def _dumps(obj: Any) -> str:
