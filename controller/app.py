@@ -63,6 +63,7 @@ class Controller:
         self._grpc: grpc.aio.Server | None = None
         self._debug: Any = None
         self.pushes_done = 0
+        self.settled_version = 0  # the last snapshot version fully translated and pushed
         self.analysis: Mapping[ResourceKey, tuple[Issue, ...]] = {}
         self.last_flush_started = 0.0  # monotonic; when the latest debounced batch began translating
 
@@ -112,6 +113,7 @@ class Controller:
         self._account(update)
         self._analyze(update, initial=True)
         self.translator = Translator(update.snapshot, allow_any=self.allow_any)
+        self.settled_version = update.snapshot.version
         self.debouncer.start()
         self.ready.set()
         log.info(
@@ -127,12 +129,14 @@ class Controller:
         self._account(update)
         self._analyze(update)
         if not update.changes:
+            self.settled_version = update.snapshot.version
             return
         translator.retain({conn.scope_key for conn in self.ads.connections.values()})
         summary = translator.update(update.snapshot, update.changes)
         self.metrics.debounce_batches.inc()
         pushed = await self.ads.push(summary, first_seen)
         self.pushes_done += 1
+        self.settled_version = update.snapshot.version
         log.info(
             "pushed",
             version=update.snapshot.version,

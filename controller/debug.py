@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from controller.sources.base import KINDS
 from controller.xds.dump import dump
 from controller.xds.server import resources_of
 
@@ -35,6 +36,7 @@ class DebugServer:
         app.router.add_get("/debug/invalid", self.invalid)
         app.router.add_get("/debug/warnings", self.warnings)
         app.router.add_get("/debug/config_dump", self.config_dump)
+        app.router.add_get("/debug/configz", self.configz)
         self.app = app
 
     async def start(self, host: str, port: int) -> int:
@@ -70,6 +72,17 @@ class DebugServer:
 
     async def warnings(self, request: web.Request) -> web.Response:
         return _json(self.controller.warnings())
+
+    async def configz(self, request: web.Request) -> web.Response:
+        """The config in force: the snapshot version, the last one translated and pushed to every proxy,
+        and each object with the version at which it last changed."""
+        snapshot = self.controller.state.snapshot
+        objects = {
+            str(key): stamped.revision for kind in KINDS for key, stamped in snapshot.items(kind).items()
+        }
+        return _json(
+            {"version": snapshot.version, "pushed": self.controller.settled_version, "objects": objects}
+        )
 
     async def config_dump(self, request: web.Request) -> web.Response:
         proxy = request.query.get("proxy")

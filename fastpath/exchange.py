@@ -684,7 +684,7 @@ class Exchange:
         scheme = b"https" if r.https else b"http"
         hostname, _, port = host.partition(b":")
         if r.host is not None:
-            hostname = r.host
+            hostname, _, port = r.host.partition(b":")  # host_redirect replaces the whole authority
         if r.port is not None:
             port = b"%d" % r.port
         elif r.https is not None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.type.v3 import percent_pb2
 
 from controller.model.istio import TrafficPolicy
+from controller.xds import cluster_policies as policies
 from controller.xds.registry import LbEndpoint, MeshService
 from controller.xds.resources import proto_duration, u32
 from controller.xds.security import endpoint_metadata
@@ -20,13 +20,6 @@ INBOUND_SOURCE = "127.0.0.6"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Istio's mesh default connectTimeout
 # Istio lifts Envoy's default circuit-breaker limits (1024) to "unlimited" unless a DestinationRule sets them.
 UNLIMITED = 4294967295
-
-_LB = {
-    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
-    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
-    "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST,
-    "RANDOM": cluster_pb2.Cluster.RANDOM,
-}
 
 
 def outbound_name(port: int, subset: str | None, host: str) -> str:
@@ -97,26 +90,6 @@ def _circuit_breakers(policy: TrafficPolicy | None) -> circuit_breaker_pb2.Circu
     return circuit_breaker_pb2.CircuitBreakers(thresholds=[threshold])
 
 
-def _outlier(policy: TrafficPolicy | None) -> outlier_detection_pb2.OutlierDetection | None:
-    od = policy.outlier_detection if policy else None
-    if od is None:
-        return None
-    out = outlier_detection_pb2.OutlierDetection()
-    if od.consecutive_5xx_errors is not None:
-        out.consecutive_5xx.value = od.consecutive_5xx_errors
-        out.enforcing_consecutive_5xx.value = 100 if od.consecutive_5xx_errors else 0
-    if od.consecutive_gateway_errors is not None:
-        out.consecutive_gateway_failure.value = od.consecutive_gateway_errors
-        out.enforcing_consecutive_gateway_failure.value = 100 if od.consecutive_gateway_errors else 0
-    if od.interval is not None:
-        out.interval.CopyFrom(proto_duration(od.interval))
-    if od.base_ejection_time is not None:
-        out.base_ejection_time.CopyFrom(proto_duration(od.base_ejection_time))
-    if od.max_ejection_percent is not None:
-        out.max_ejection_percent.value = od.max_ejection_percent
-    return out
-
-
 def outbound_cluster(
     name: str,
     service: MeshService,
@@ -132,9 +105,10 @@ def outbound_cluster(
     cluster = cluster_pb2.Cluster(
         name=name,
         connect_timeout=proto_duration(timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT),
-        lb_policy=_LB.get(lb_name, cluster_pb2.Cluster.LEAST_REQUEST),
         circuit_breakers=_circuit_breakers(policy),
     )
+    policies.apply_load_balancer(cluster, policy)
+    policies.apply_connection_pool(cluster, pool)
     if service.resolution == "DNS":
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.load_assignment.CopyFrom(load_assignment(name, dns_endpoints or []))
@@ -143,14 +117,7 @@ def outbound_cluster(
         cluster.eds_cluster_config.CopyFrom(
             cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name)
         )
-    outlier = _outlier(policy)
-    if outlier is not None:
-        cluster.outlier_detection.CopyFrom(outlier)
-        od = policy.outlier_detection if policy else None
-        if od is not None and od.min_health_percent is not None:
-            cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
-                percent_pb2.Percent(value=float(od.min_health_percent))
-            )
+    policies.apply_outlier(cluster, policy.outlier_detection if policy else None)
     return cluster
 
 

@@ -19,14 +19,16 @@ from controller.model.kube import Pod
 from controller.model.protocol import MeshProtocol
 from controller.model.snapshot import ConfigChange, MeshSnapshot
 from controller.model.values import ResourceKey
+from controller.xds import cluster_policies as cpol
 from controller.xds import clusters as cds
 from controller.xds import grpcgen, security
 from controller.xds import listeners as lds
 from controller.xds import routes as rds
+from controller.xds import tcp as l4
 from controller.xds.node import ProxyNode
 from controller.xds.registry import MeshService, Registry
 from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, make_resource
-from controller.xds.scope import Scope, ScopeKey, find_pod, scope_of
+from controller.xds.scope import Scope, ScopeKey, find_pod, scope_of, source_label_keys
 from mizzen import logs
 
 log = logs.get("xds.generator")
@@ -43,7 +45,7 @@ class HostBundle(NamedTuple):
     resources: ResourceMap  # clusters, endpoints, listeners (and proxyless routes)
     vhosts: dict[int, rc.VirtualHost]  # HTTP port -> virtual host (sidecars)
     # Opaque-TCP ports of a host without a VIP: they share ``0.0.0.0_<port>``, assembled per port.
-    tcp_wildcard: dict[int, tuple[str, list[tuple[str, int]]]]
+    tcp_wildcard: dict[int, tuple[l4.TcpChain, ...]]
 
 
 def _policy_for(dr: DestinationRule | None, port: int, subset: str | None) -> TrafficPolicy | None:
@@ -69,25 +71,20 @@ def _hash_for(reg: Registry, client_namespace: str, host: str, subset: str | Non
     return policy.consistent_hash if policy is not None else None
 
 
-def _tcp_targets(svc: MeshService, port: int, vs: Any) -> tuple[str, list[tuple[str, int]]]:
-    """TcpProxy stat prefix and (cluster, weight) targets: the first matching VirtualService tcp rule, else
-    the service itself."""
-    own = cds.outbound_name(port, None, svc.hostname)
-    if vs is not None:
-        for rule in vs.tcp:
-            if not rule.matches or any(m.port in (None, port) for m in rule.matches):
-                targets = [
-                    (
-                        cds.outbound_name(
-                            d.destination.port or port, d.destination.subset, d.destination.host
-                        ),
-                        d.weight,
-                    )
-                    for d in rule.route
-                    if d.weight > 0
-                ]
-                return own, targets
-    return own, [(own, 100)]
+def _idle_for(reg: Registry, client_namespace: str, host: str, subset: str | None, port: int) -> Any:
+    """A destination's connectionPool.tcp.idleTimeout (it goes on the TcpProxy that reaches it)."""
+    dr = reg.destination_rule_for(host, client_namespace, _namespace_of(reg, host))
+    policy = _policy_for(dr, port, subset)
+    pool = policy.connection_pool if policy is not None else None
+    return pool.tcp_idle_timeout if pool is not None else None
+
+
+def _own_port(reg: Registry, port: int, host: str, given: int | None) -> int:
+    """A TCP destination's port: given, else the service's only port, else the port being routed."""
+    if given is not None:
+        return given
+    svc = reg.services.get(host)
+    return svc.ports[0].port if svc is not None and len(svc.ports) == 1 else port
 
 
 class ScopeView:
@@ -177,7 +174,7 @@ class ScopeView:
     def _bundle(self, reg: Registry, scope: Scope, svc: MeshService, inputs: tuple[Any, ...]) -> HostBundle:
         res = empty_map()
         vhosts: dict[int, rc.VirtualHost] = {}
-        tcp_wildcard: dict[int, tuple[str, list[tuple[str, int]]]] = {}
+        tcp_wildcard: dict[int, tuple[l4.TcpChain, ...]] = {}
         dr_key = inputs[4]
         dr: DestinationRule | None = reg.snapshot.get(dr_key) if dr_key else None
         vs_key = inputs[2]
@@ -214,9 +211,16 @@ class ScopeView:
                         sans=sans,
                         auto=auto,
                     )
-                res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
                 if svc.resolution == "EDS":
-                    res[ENDPOINT][name] = make_resource(ENDPOINT, name, cds.load_assignment(name, selected))
+                    cla = cds.load_assignment(name, selected)
+                    if policy is not None and not proxyless:
+                        # Locality load balancing: priorities or weights as seen from this scope's locality.
+                        failover = policy.outlier_detection is not None
+                        where = self.key.locality
+                        if cpol.apply_locality(cla, where, policy.locality_lb, failover):
+                            cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+                    res[ENDPOINT][name] = make_resource(ENDPOINT, name, cla)
+                res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
             ctx = rds.RouteContext(
                 reg.services,
                 scope.namespace,
@@ -234,11 +238,20 @@ class ScopeView:
             elif port.protocol.is_http:
                 vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
             else:
-                stat, targets = _tcp_targets(svc, port.port, vs)
+                port_chains = l4.chains(
+                    svc.hostname,
+                    port.port,
+                    vs,
+                    l4.Client(scope.namespace, self.key.labels),
+                    tls=port.protocol in (MeshProtocol.TLS, MeshProtocol.HTTPS),
+                    shared=not svc.addresses,
+                    idle_for=functools.partial(_idle_for, reg, scope.namespace),
+                    own_port=functools.partial(_own_port, reg, port.port),
+                )
                 if not svc.addresses:
-                    tcp_wildcard[port.port] = (stat, targets)
+                    tcp_wildcard[port.port] = tuple(port_chains)
                 for address in svc.addresses:
-                    listener = lds.outbound_tcp_listener(address, port.port, stat, targets)
+                    listener = l4.listener(address, port.port, port_chains)
                     res[LISTENER][listener.name] = make_resource(LISTENER, listener.name, listener)
         return HostBundle(inputs, res, vhosts, tcp_wildcard)
 
@@ -360,16 +373,11 @@ class ScopeView:
                 changed[ROUTE].add(name)
             listener = None
             if tcp_hosts:
-                owner = min(tcp_hosts)
-                if len(tcp_hosts) > 1:
-                    log.warning(
-                        "TCP services without VIP share a port",
-                        port=port,
-                        used=owner,
-                        hosts=sorted(tcp_hosts),
-                    )
-                stat, targets = self.bundles[owner].tcp_wildcard[port]
-                listener = lds.outbound_tcp_listener("0.0.0.0", port, stat, targets)
+                # VIP-less TCP hosts on one port share its listener: their chains (by destination
+                # subnet or SNI) together, the first host by name keeping a match two would make.
+                merged = l4.merge(self.bundles[h].tcp_wildcard[port] for h in sorted(tcp_hosts))
+                fallback = cds.PASSTHROUGH if scope.allow_any else cds.BLACKHOLE
+                listener = l4.listener("0.0.0.0", port, merged, fallback)
             else:
                 self.tcp_port_hosts.pop(port, None)
             self._put(LISTENER, listener_name, listener, changed)
@@ -497,6 +505,10 @@ class Translator:
         hosts: set[str] = set()
         pods: set[ResourceKey] = set()
         rescoped: set[str] | None = set()
+        if any(c.key.kind == "VirtualService" for c in changes) and source_label_keys(
+            old_registry.snapshot
+        ) != source_label_keys(snapshot):
+            rescoped = None  # which labels scope proxies changed (sourceLabels): every proxy re-resolves
         for change in changes:
             kind = change.key.kind
             hosts.update(old_registry.hosts_of_change(change.key, change.old, change.new))

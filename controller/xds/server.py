@@ -26,7 +26,7 @@ from controller.xds.generator import ChangeSummary, Translator
 from controller.xds.held import HeldVersions
 from controller.xds.node import NodeError, parse_node
 from controller.xds.pushlog import PushLog
-from controller.xds.resources import PUSH_ORDER, SHORT_NAMES, Resource
+from controller.xds.resources import CLUSTER, ENDPOINT, PUSH_ORDER, SHORT_NAMES, Resource
 from mizzen import logs
 
 log = logs.get("xds.server")
@@ -185,8 +185,14 @@ class AdsServer:
         changed_at: float | None,
         always: bool = False,
         causes: tuple[object, ...] = (),
+        updates: bool = True,
+        removals: bool = True,
     ) -> None:
         send, removed = conn.delta_for(w, names)
+        if not updates:
+            send = []
+        if not removals:
+            removed = []
         if not send and not removed and not always:
             return
         version = str(conn.translator.snapshot.version)
@@ -336,6 +342,9 @@ class AdsServer:
 
     def _push_one(self, conn: Connection, summary: ChangeSummary, changed_at: float | None) -> bool:
         sent = False
+        # Make before break: clusters and endpoints that went away are removed only after the listeners
+        # and routes that stop naming them, so no request meets a route to a cluster already gone.
+        deferred: list[tuple[Watch, set[str] | None]] = []
         for type_url, names in conn.changed_names(summary):
             w = conn.watches[type_url]
             before = w.last_nonce
@@ -344,11 +353,20 @@ class AdsServer:
                     names = {n for n in names if w.wants(n) or n in w.held}
                     if not names:
                         continue
-                self._send_delta(conn, w, names, changed_at=changed_at, causes=summary.causes)
+                later = type_url in (CLUSTER, ENDPOINT)
+                if later:
+                    deferred.append((w, names))
+                self._send_delta(
+                    conn, w, names, changed_at=changed_at, causes=summary.causes, removals=not later
+                )
             else:
                 if names is not None and not any(w.wants(n) or n in w.held for n in names):
                     continue
                 self._send_sotw(conn, w, changed_at=changed_at, causes=summary.causes)
+            sent = sent or w.last_nonce != before
+        for w, names in deferred:
+            before = w.last_nonce
+            self._send_delta(conn, w, names, changed_at=changed_at, causes=summary.causes, updates=False)
             sent = sent or w.last_nonce != before
         return sent
 

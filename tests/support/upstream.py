@@ -4,7 +4,8 @@ Every response is JSON: the server's name, the request's method, path, headers a
 how many requests its connection has carried (keep-alive shows). Query parameters change behaviour:
 ``status=N`` answers N; ``delay=S`` waits S seconds first; ``reset=1`` closes the connection without
 answering; ``size=N`` answers N bytes of body instead; ``fail=K&key=X`` answers 503 to the first K
-requests carrying key X (retry tests). ``/__count`` answers the number of requests served.
+requests carrying key X (retry tests). ``/__count`` answers the number of requests served, ``/__log`` the
+last ones (method, path, headers) as a JSON list.
 
 Run as ``python upstream.py PORT NAME``; prints "ready" once listening.
 """
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 HERE = Path(__file__)
@@ -27,12 +29,22 @@ def _serve(port: int, name: str, host: str) -> None:
 
     served = 0
     failures: dict[str, int] = {}
+    recent: deque[dict[str, object]] = deque(maxlen=500)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         nonlocal served
         if request.path == "/__count":
             return web.Response(text=str(served))
+        if request.path == "/__log":
+            return web.Response(text=json.dumps(list(recent)), content_type="application/json")
         served += 1
+        recent.append(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
+        )
         q = request.query
         if "delay" in q:
             await asyncio.sleep(float(q["delay"]))
