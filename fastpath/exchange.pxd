@@ -54,6 +54,7 @@ cdef class Exchange:
     cdef public bytes response_extra
     cdef public object hash_key
     cdef public list taps
+    cdef public object trace
     cpdef begin(self)
     cpdef resume(self)
     cpdef request_data(self, bytes data, Py_ssize_t start, Py_ssize_t end)

@@ -69,6 +69,7 @@ class Exchange:
         "start",
         "status",
         "taps",
+        "trace",
         "try_deadline",
         "tunnel",
         "tunnel_eofs",
@@ -123,6 +124,7 @@ class Exchange:
         self.response_extra = b""  # header lines filters add to the response (CORS, hash cookies)
         self.hash_key: int | None = None  # consistent-hash key of the request, when the route hashes
         self.taps: list[Any] | None = None  # request copies fed the body as it arrives (mirrors)
+        self.trace: Any = None  # this request's trace decision and span (fastpath.tracing), when traced
         # Stream idle timeout without a clock read per event: events bump ``activity``; the timer
         # checks it every stream_idle_timeout and fires when it has not moved.
         self.activity = 0
@@ -239,6 +241,11 @@ class Exchange:
                 extra += (name, b": ", value, b"\r\n")
             else:
                 set_headers[name] = value
+        trace = self.trace
+        if trace is not None:  # the trace context the next hop continues (fastpath.tracing)
+            extra.append(trace.extra)
+            if trace.replace is not None:
+                set_headers.update(trace.replace)
         host = head.host
         if action.host_rewrite is not None:
             host = action.host_rewrite

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp
+from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp, tracing
 from fastpath.certs import CertConfig, CertificateClient, ReadyGate
 from fastpath import workers as workers_mod
 from fastpath.config import ConfigError
@@ -131,6 +131,7 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
     identity = Identity.from_node(boot.node_metadata)
     overrides = {k: v for k, v in (("workload", args.workload), ("namespace", args.namespace)) if v}
     identity = dataclasses.replace(identity, **overrides)
+    tracing.set_local_node(boot.proto.node.id, identity)
     proxy = Proxy(Stats(identity), max_connections=args.max_connections, reuse_port=workers > 1)
     certs = certificate_client(args, boot)
     if certs is not None:

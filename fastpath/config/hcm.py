@@ -44,6 +44,7 @@ _HCM_FIELDS = {
     "merge_slashes",
     "path_with_escaped_slashes_action",
     "server_header_transformation",
+    "tracing",
 }
 FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 STDOUT_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
@@ -152,6 +153,11 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
     if h.server_header_transformation == 0:
         server = (h.server_name or "envoy").encode()
     logs = tuple(compile_access_log(res, f"{path}.access_log[{i}]", a) for i, a in enumerate(h.access_log))
+    if h.HasField("tracing"):
+        from fastpath.filters.tracing import compile_tracing
+
+        # First in the chain: the span covers every other filter, and a local reply is traced too.
+        chain.insert(0, compile_tracing(res, join(path, "tracing"), h.tracing))
     max_kb = h.max_request_headers_kb.value if h.HasField("max_request_headers_kb") else 60
     if not 1 <= max_kb <= 8192:
         raise res.error(join(path, "max_request_headers_kb"), "must be 1-8192")
