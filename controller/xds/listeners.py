@@ -203,6 +203,12 @@ def _inbound_filters(
         config.validate_clusters.value = False
         manager = http_manager(f"inbound_0.0.0.0_{port}", route_config=config)
         if security is not None:
+            # Istio's inbound: the application learns the caller (x-forwarded-client-cert).
+            manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
+            details = manager.set_current_client_cert_details
+            details.subject.value = True
+            details.dns = True
+            details.uri = True
             router = list(manager.http_filters)
             del manager.http_filters[:]
             manager.http_filters.extend([*security.http_filters(), *router])

@@ -277,7 +277,9 @@ class Mesh:
         wait(lambda: _get(f"http://{ip}:15021/healthz/ready")[0] == 200, f"the sidecar in {pod}", self.work)
 
     def app(self, pod: str) -> None:
-        proc = self.node.spawn(pod, [sys.executable, UPSTREAM, str(PORT), pod, "0.0.0.0"], stdout=subprocess.PIPE)
+        proc = self.node.spawn(
+            pod, [sys.executable, UPSTREAM, str(PORT), pod, "0.0.0.0"], stdout=subprocess.PIPE
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         self.procs.append(proc)
 
@@ -309,8 +311,13 @@ def wait(cond: Any, what: str, work: Path, timeout: float = 30.0) -> None:
         if cond():
             return
         time.sleep(0.2)
+
     def notable(text: str) -> str:
-        keep = [ln for ln in text.splitlines() if any(w in ln.lower() for w in ("nack", "error", "reject", "fail"))]
+        keep = [
+            ln
+            for ln in text.splitlines()
+            if any(w in ln.lower() for w in ("nack", "error", "reject", "fail"))
+        ]
         return "\n".join(keep[-15:])
 
     logs = "\n".join(f"--- {p.name}\n{notable(p.read_text())}" for p in sorted(work.glob("*.log")))
@@ -373,7 +380,15 @@ def test_sidecars_talk_mutual_tls_by_default_on_the_wire(mesh: Mesh) -> None:
         types = tls_records(data)  # raises if any byte between the pods is not a TLS record
         assert 23 in types, f"{key}: no application data records"
         assert b"GET /hello" not in data and b"HTTP/1.1" not in data
-    # The server's sidecar knows who called.
+    # The server's sidecar knows who called, and tells the application as Istio does.
+    xfcc = json.loads(replies[0][1])["headers"]["x-forwarded-client-cert"]
+    assert xfcc.startswith("By=spiffe://cluster.local/ns/default/sa/server;Hash="), xfcc
+    assert xfcc.endswith(';Subject="";URI=spiffe://cluster.local/ns/default/sa/client'), xfcc
+    # A plain-text caller cannot claim an identity: the header it sends does not reach the application.
+    forged = mesh.call(
+        "outsider", "/", 1, {"x-forwarded-client-cert": "URI=spiffe://x/ns/a/sa/admin"}, mesh.ip["server"]
+    )
+    assert forged[0][0] == 200 and "x-forwarded-client-cert" not in json.loads(forged[0][1])["headers"]
     text = mesh.metrics("server")
     assert 'source_principal="spiffe://cluster.local/ns/default/sa/client"' in text, text
     assert 'connection_security_policy="mutual_tls"' in text, text
@@ -390,7 +405,11 @@ def test_plain_text_client_permissive_then_refused_by_strict(mesh: Mesh) -> None
     }
     mesh.write("peer-auth", [strict])
     try:
-        wait(lambda: mesh.codes("outsider", target=direct, n=1) == {0}, "STRICT to refuse plain text", mesh.work)
+        wait(
+            lambda: mesh.codes("outsider", target=direct, n=1) == {0},
+            "STRICT to refuse plain text",
+            mesh.work,
+        )
         assert mesh.codes("client") == {200}  # mesh traffic is mutual TLS: unaffected
         # Port-level DISABLE for the app port on the server workload lets plain text in there again.
         port_level = {
@@ -491,7 +510,9 @@ def test_authorization_policy_matrix(mesh: Mesh) -> None:
                     "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/client"]}}]}],
                 },
             ),
-            policy("deny-admin", {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}),
+            policy(
+                "deny-admin", {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}
+            ),
         )
         expect(
             "deny by path",
@@ -504,7 +525,9 @@ def test_authorization_policy_matrix(mesh: Mesh) -> None:
                 {
                     "selector": server,
                     "action": "DENY",
-                    "rules": [{"from": [{"source": {"notPrincipals": ["cluster.local/ns/default/sa/client"]}}]}],
+                    "rules": [
+                        {"from": [{"source": {"notPrincipals": ["cluster.local/ns/default/sa/client"]}}]}
+                    ],
                 },
             )
         )
