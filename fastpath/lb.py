@@ -219,11 +219,13 @@ class Maglev:
     def pick_hash(self, key: int, exclude: object | None = None) -> Weighted | None:
         if not self.table:
             return None
-        host = self.hosts[self.table[key % self.size]]
+        slot = key % self.size
+        host = self.hosts[self.table[slot]]
         if host is exclude and len(self.hosts) > 1:
-            # Another key's slot (Envoy retries on a rehash of the key).
-            for attempt in range(1, 8):
-                other = self.hosts[self.table[hash64(b"%d_%d" % (key, attempt)) % self.size]]
+            # The next slot owned by another host: a stable second choice for the same key.
+            size = self.size
+            for step in range(1, size):
+                other = self.hosts[self.table[(slot + step) % size]]
                 if other is not exclude:
                     return other
         return host

@@ -207,6 +207,9 @@ MIRROR_POLICY = obj({"destination": Field(DESTINATION, required=True), "percenta
 def _check_redirect(redirect: Mapping[str, Any], path: str, out: Issues) -> None:
     if redirect.get("port") is not None and redirect.get("derivePort") is not None:
         out.error(join(path, "derivePort"), "cannot be set together with port")
+    code = redirect.get("redirectCode")
+    if isinstance(code, int) and code not in (301, 302, 303, 307, 308):
+        out.error(join(path, "redirectCode"), f"must be 301, 302, 303, 307 or 308 (got {code})")
 
 
 REDIRECT = obj(

@@ -1,11 +1,12 @@
 """A test upstream: an aiohttp server in its own process that tells what it received.
 
 Every response is JSON: the server's name, the request's method, path, headers and body length, and
-how many requests its connection has carried (keep-alive shows). Query parameters change behaviour:
+the peer's address and port (a new port is a new connection). Query parameters change behaviour:
 ``status=N`` answers N; ``delay=S`` waits S seconds first; ``reset=1`` closes the connection without
 answering; ``size=N`` answers N bytes of body instead; ``fail=K&key=X`` answers 503 to the first K
-requests carrying key X (retry tests). ``/__count`` answers the number of requests served, ``/__log`` the
-last ones (method, path, headers) as a JSON list.
+requests carrying key X (retry tests); ``fail_on=NAME,...`` makes the servers so named answer
+``fail_status`` (503 by default), so that one of several replicas can misbehave (outlier detection).
+``/__count`` answers the number of requests served, ``/__log`` the last ones (method, path, headers).
 
 Run as ``python upstream.py PORT NAME``; prints "ready" once listening.
 """
@@ -58,6 +59,8 @@ def _serve(port: int, name: str, host: str) -> None:
             failures[key] = failures.get(key, 0) + 1
             if failures[key] <= int(q["fail"]):
                 return web.Response(status=503, text=f"failing {failures[key]}")
+        if name in q.get("fail_on", "").split(","):
+            return web.Response(status=int(q.get("fail_status", "503")), text=f"{name} failing")
         status = int(q.get("status", "200"))
         if "size" in q:
             return web.Response(status=status, body=b"x" * int(q["size"]))
@@ -68,6 +71,9 @@ def _serve(port: int, name: str, host: str) -> None:
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body_len": len(body),
             "peer": request.remote,
+            "peer_port": (request.transport.get_extra_info("peername") or ("", 0))[1]
+            if request.transport is not None
+            else 0,
         }
         return web.Response(status=status, text=json.dumps(info), content_type="application/json")
 
