@@ -585,6 +585,10 @@ class SmallMesh:
         spec = {"kind": "tls" if sni else "tcp", "host": host, "port": port, "n": n, "sni": sni}
         return [r["data"] if r["ok"] else f"error: {r['error']}" for r in self._client(pod, spec)]
 
+    def admin(self, pod: str, path: str) -> str:
+        """A page of the pod's sidecar admin interface (127.0.0.1:15000, reachable only in the pod)."""
+        return self.http(pod, f"http://127.0.0.1:15000{path}")[0].body
+
     def proxy_stats(self, pod: str) -> str:
         return get(f"http://{self.ip(pod)}:15020/stats/prometheus")[1]
 
