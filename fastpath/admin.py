@@ -15,7 +15,7 @@ import orjson
 from google.protobuf import json_format
 
 import fastpath
-from fastpath import app_health
+from fastpath import app_health, metric_overrides
 from fastpath.app_health import Prober
 from fastpath.config import SHORT
 from fastpath.localhttp import Reply, Routes
@@ -145,6 +145,8 @@ async def prometheus(proxy: Proxy, workers: int = 1, supervisor: int = 0) -> Rep
     if workers > 1:
         peers = await ask_peers(supervisor, workers, "GET", "/stats/prometheus")
         text = merge_expositions([text, *(b.decode() for b in peers)])
+    # The Telemetry API's metric overrides (istio.stats configs in the HCMs), applied as it is scraped.
+    text = metric_overrides.apply(text, metric_overrides.collect(proxy.config))
     return 200, text.encode(), b"text/plain; version=0.0.4"
 
 

@@ -392,6 +392,3 @@ def trace_id_of(ex: Any) -> str:
     ctx = extract(ex.head.raw)
     return f"{ctx.trace_id:032x}" if ctx is not None and ctx.trace_id else ""
 
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -191,7 +191,7 @@ def compile_access_log(res: Resource, path: str, a: object) -> AccessLog:
     from envoy.config.accesslog.v3 import accesslog_pb2
 
     assert isinstance(a, accesslog_pb2.AccessLog)
-    res.reject_unsupported(a, path, {"name", "typed_config"})
+    res.reject_unsupported(a, path, {"name", "typed_config", "filter"})
     url = a.typed_config.type_url
     text: str | None = None
     fields: dict[str, str] | None = None
@@ -224,7 +224,11 @@ def compile_access_log(res: Resource, path: str, a: object) -> AccessLog:
             text = fmt.text_format_source.inline_string
         elif kind == "json_format":
             fields = {k: str(v) for k, v in json_format.MessageToDict(fmt.json_format).items()}
+    from fastpath import cel
+
+    predicate = cel.log_filter(res, join(path, "filter"), a.filter) if a.HasField("filter") else None
     try:
-        return open_log(target, text, fields)
+        log = open_log(target, text, fields)
     except FormatError as exc:
         raise res.error(join(path, "typed_config"), str(exc)) from None
+    return log if predicate is None else cel.filtered(log, predicate)
