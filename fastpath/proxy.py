@@ -402,6 +402,13 @@ class Accepted(NamedTuple):
     peer: Any = None  # (ip, port) of the downstream
 
 
+def _inspecting(acc: Accepted) -> ListenerConfig:
+    """The listener whose inspectors read a connection's first bytes: the accepting one, or -- when it has
+    none and handed the connection off by original destination -- the one it was handed to (the
+    ``0.0.0.0_<port>`` of TLS services routed by SNI), so that only such ports wait for a ClientHello."""
+    return acc.listener if acc.listener.inspects else acc.target
+
+
 class _Dispatcher:
     """The first protocol of an accepted connection. It finds the filter chain -- at once, or after the
     listener's inspectors have seen the first bytes (TLS ClientHello, HTTP/1 or HTTP/2) -- then hands the
@@ -424,10 +431,11 @@ class _Dispatcher:
         if acc is None:
             transport.abort()
             return
-        if not acc.listener.inspects:
+        inspecting = _inspecting(acc)
+        if not inspecting.inspects:
             self._serve()
             return
-        self.timer = self.proxy.loop.call_later(acc.listener.filters_timeout, self._timeout)
+        self.timer = self.proxy.loop.call_later(inspecting.filters_timeout, self._timeout)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -445,7 +453,7 @@ class _Dispatcher:
     def _timeout(self) -> None:
         self.timer = None
         acc = self.acc
-        if acc is not None and acc.listener.continue_on_timeout:
+        if acc is not None and _inspecting(acc).continue_on_timeout:
             self._inspect(final=True)
         else:
             self.proxy.stats.named["downstream_pre_cx_timeout"] += 1
@@ -456,13 +464,14 @@ class _Dispatcher:
         assert acc is not None
         data = self.buffer
         sni, transport_protocol, alpn = "", "", ()
-        if acc.listener.inspect_tls:
+        inspecting = _inspecting(acc)
+        if inspecting.inspect_tls:
             hello = sniff.inspect_tls(data)
             if hello.state == sniff.NEED_MORE and not final:
                 return
             transport_protocol = "tls" if hello.tls else "raw_buffer"
             sni, alpn = hello.sni, hello.alpn
-        if acc.listener.inspect_http and transport_protocol != "tls":
+        if inspecting.inspect_http and transport_protocol != "tls":
             state, proto = sniff.inspect_http(data)
             if state == sniff.NEED_MORE and not final:
                 return

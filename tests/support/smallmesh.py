@@ -177,9 +177,13 @@ class SmallMesh:
         )
         return ip
 
-    def host(self, name: str, ip: str) -> None:
-        """An /etc/hosts entry for every pod (a name outside the mesh, for DNS ServiceEntries)."""
-        self.extra_hosts[name] = ip
+    def host(self, name: str, ip: str = "", *, pod: str = "") -> None:
+        """An /etc/hosts entry for every pod: ``name`` for ``ip``, or for the address ``pod`` will get."""
+        self.extra_hosts[name] = ip or f"pod:{pod}"
+
+    def unused_ip(self) -> str:
+        """An address in the service range that no service has: routable, captured, answered by nobody."""
+        return f"{self.service_prefix}250"
 
     def ip(self, pod: str) -> str:
         return self.pods[pod].ip
@@ -275,6 +279,8 @@ class SmallMesh:
                         names.insert(0, svc.name)
                     lines.append(f"{svc.ip}\t{' '.join(names)}")
             for name, ip in self.extra_hosts.items():
+                if ip.startswith("pod:"):
+                    ip = self.pods[ip[4:]].ip
                 lines.append(f"{ip}\t{name}")
             netns.write_etc_file(
                 self.node.netns_name(pod.name, pod.namespace), "hosts", "\n".join(lines) + "\n"
