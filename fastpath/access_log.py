@@ -91,6 +91,32 @@ _SIMPLE: dict[str, Getter] = {
     "UPSTREAM_SERVICE_TIME": _attr("upstream_service_time"),
 }
 
+# gRPC status names as Envoy's %GRPC_STATUS% prints them (CAMEL_STRING, its default; SNAKE_STRING upper-cases
+# with underscores; NUMBER the code).
+_GRPC_NAMES = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+)  # fmt: skip
+_GRPC_SNAKE = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)  # fmt: skip
+
+
+def _grpc_status(form: str) -> Getter:
+    def get(r: Any) -> str | int | None:
+        code = getattr(r, "grpc_status", None)
+        if code is None or form == "NUMBER":
+            return code  # type: ignore[no-any-return]
+        if not 0 <= code < len(_GRPC_NAMES):
+            return str(code)
+        return (_GRPC_NAMES if form == "CAMEL_STRING" else _GRPC_SNAKE)[code]
+
+    return get
+
+
 _COMMAND = re.compile(r"%([A-Z_0-9]+)(?:\(([^)]*)\))?(?::(\d+))?%")
 
 
@@ -126,6 +152,10 @@ def compile_command(command: str, arg: str | None) -> Getter:
         return _header_getter(command, arg)
     if command in _SIMPLE and arg is None:
         return _SIMPLE[command]
+    if command == "GRPC_STATUS" and (arg or "CAMEL_STRING") in ("CAMEL_STRING", "SNAKE_STRING", "NUMBER"):
+        return _grpc_status(arg or "CAMEL_STRING")
+    if command == "GRPC_STATUS_NUMBER" and arg is None:
+        return _grpc_status("NUMBER")
     raise FormatError(f"unsupported command %{command}{'(' + arg + ')' if arg else ''}%")
 
 

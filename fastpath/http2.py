@@ -70,11 +70,22 @@ class H2Connection:
         self.closing = False
         self.draining = False
         self.write_paused = False
+        self.remote = ""
+        self.local = ""
+        self.tls: Any = None
+        self.peer_principal = ""
 
     # -- asyncio protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # What the streams tell the router, filters and logs about the client (as DownstreamConnection).
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.remote = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.local = f"{sock[0]}:{sock[1]}" if sock else ""
+        self.tls = transport.get_extra_info("tls_layer")
+        self.peer_principal = self.tls.principal if self.tls is not None else ""
         self.proxy.http_connections.add(self)
         self.h2.initiate_connection()
         self.h2.update_settings(
@@ -229,6 +240,10 @@ class H2Stream(DownstreamConnection):
         self.h2conn = conn
         self.sid = sid
         self.transport = None  # no socket of its own: frames go through h2conn
+        self.remote = conn.remote
+        self.local = conn.local
+        self.tls = conn.tls
+        self.peer_principal = conn.peer_principal
         self.chunked = False
         self.ended = False
         self.unacked = 0  # received bytes not yet acknowledged to the client (flow control)

@@ -426,9 +426,11 @@ class _Record:
         if name == "route_name":
             return ex.route.name if ex.route is not None else None
         if name == "protocol":
-            return "HTTP/" + ex.head.version
+            return "HTTP/2" if self.conn.http2 else "HTTP/" + ex.head.version
         if name == "upstream_service_time":
             return ex.upstream_time
+        if name == "grpc_status":
+            return ex.grpc_status
         raise AttributeError(name)
 
     def request_header(self, name: str) -> str | None:

@@ -52,6 +52,11 @@ def acquire(host: Host, ex: Any) -> None:
     conn.task = asyncio.get_running_loop().create_task(conn.connect())
 
 
+async def _open_tls(loop: Any, layer: Any, host: Host, local: Any) -> None:
+    await loop.create_connection(lambda: layer, host.address, host.port, local_addr=local)
+    await layer.handshake
+
+
 class H2ClientConnection:
     """One HTTP/2 connection to an upstream host, shared by many streams."""
 
@@ -81,16 +86,28 @@ class H2ClientConnection:
         loop = asyncio.get_running_loop()
         local = (cfg.source_address, 0) if cfg.source_address else None
         waiting = self.waiting
+        host = self.host
+        layer = None
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: self, self.host.address, self.host.port, local_addr=local),
-                cfg.connect_timeout,
-            )
+            if host.tls is None:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: self, host.address, host.port, local_addr=local),
+                    cfg.connect_timeout,
+                )
+            else:
+                # TLS origination (mutual TLS between sidecars, or a DestinationRule's): as in the HTTP/1
+                # pool, the handshake and the peer's identity check are part of connecting.
+                layer = host.tls.layer(self, host.address, host.port)
+                await asyncio.wait_for(_open_tls(loop, layer, host, local), cfg.connect_timeout)
         except asyncio.CancelledError:
+            if layer is not None:
+                layer.abort()
             self._fail_waiting("cancelled")
             self._gone()
             raise
         except (OSError, TimeoutError) as exc:
+            if layer is not None:
+                layer.abort()
             self.cluster.bump("upstream_cx_connect_fail")
             reason = "connection timeout" if isinstance(exc, TimeoutError) else "connection failure"
             self._gone()

@@ -21,21 +21,43 @@ from support.prom import value
 from support.proxyproc import ProxyProcess, free_port
 from support.upstream import Upstream
 
+from controller.ca.authority import CaMaterial, CertificateAuthority, key_pem, make_csr, new_key, spiffe_id
+
 H2_OPTIONS = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "explicit_http_config": {"http2_protocol_options": {}}}}
 
 
-def hop(port: int, cluster: str, upstream_port: int, http2: bool = True, **route: Any) -> dict[str, Any]:
+FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+
+def hop(port: int, cluster: str, upstream_port: int, http2: bool = True, *, log: Path | None = None,
+        originate: dict[str, Any] | None = None, terminate: dict[str, Any] | None = None,
+        **route: Any) -> dict[str, Any]:  # fmt: skip
+    """One proxy: a listener (TLS-terminating with ``terminate``, a CommonTlsContext) routing everything to
+    ``cluster`` (HTTP/2 with ``http2``, TLS-originating with ``originate``)."""
     c = static_cluster(cluster, ("127.0.0.1", upstream_port))
     if http2:
         c["typed_extension_protocol_options"] = H2_OPTIONS
-    listener = {"name": "grpc", "address": addr("127.0.0.1", port), "filter_chains": [{"filters": [{
-        "name": "hcm", "typed_config": {
-            "@type": HCM, "stat_prefix": "grpc",
-            "http_filters": [{"name": "router", "typed_config": {"@type": ROUTER}}],
-            "route_config": {"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
-                {"match": {"prefix": "/"}, "route": {"cluster": cluster, **route}}]}]}}}]}]}
+    if originate is not None:
+        c["transport_socket"] = {"name": "tls", "typed_config": {"@type": UPSTREAM_TLS,
+                                                                 "common_tls_context": originate}}
+    manager: dict[str, Any] = {
+        "@type": HCM, "stat_prefix": "grpc",
+        "http_filters": [{"name": "router", "typed_config": {"@type": ROUTER}}],
+        "route_config": {"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": cluster, **route}}]}]}}
+    if log is not None:
+        manager["access_log"] = [{"name": "file", "typed_config": {"@type": FILE_LOG, "path": str(log),
+            "log_format": {"text_format_source": {"inline_string":
+                "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %PROTOCOL% %RESPONSE_CODE% %GRPC_STATUS%\n"}}}}]
+    chain: dict[str, Any] = {"filters": [{"name": "hcm", "typed_config": manager}]}
+    if terminate is not None:
+        chain["transport_socket"] = {"name": "tls", "typed_config": {
+            "@type": DOWNSTREAM_TLS, "common_tls_context": terminate, "require_client_certificate": True}}
+    listener = {"name": "grpc", "address": addr("127.0.0.1", port), "filter_chains": [chain]}
     return bootstrap([listener], [c])
 
 
@@ -52,11 +74,17 @@ def app() -> Iterator[GrpcApp]:
 
 
 class TwoHops:
-    def __init__(self, tmp: Path, env: dict[str, str], app: GrpcApp, **route: Any) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str], app: GrpcApp, mtls: bool = False, **route: Any) -> None:
         self.server_port, self.client_port = free_port(), free_port()
-        self.server = ProxyProcess(tmp, hop(self.server_port, "inbound|50051||", app.port), env=env)
+        self.log = tmp / "server-access.log"
+        tls: dict[str, Any] = {}
+        if mtls:
+            files = mesh_identities(tmp)
+            tls = {"terminate": files("greeter"), "originate": files("client", peer="greeter")}
+        self.server = ProxyProcess(tmp, hop(self.server_port, "inbound|50051||", app.port, log=self.log,
+                                            terminate=tls.get("terminate")), env=env)
         self.client = ProxyProcess(tmp, hop(self.client_port, "outbound|50051||greeter.default.svc.cluster.local",
-                                            self.server_port, **route), env=env)
+                                            self.server_port, originate=tls.get("originate"), **route), env=env)
         self.server.wait_ready()
         self.client.wait_ready()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.client_port}")
@@ -67,9 +95,35 @@ class TwoHops:
         self.server.stop()
 
 
-@pytest.fixture
-def hops(tmp_path: Path, env: dict[str, str], app: GrpcApp) -> Iterator[TwoHops]:
-    h = TwoHops(tmp_path, env, app, retry_policy={"retry_on": "unavailable", "num_retries": 3})
+def mesh_identities(tmp: Path) -> Any:
+    """Workload certificates from the controller's CA, as files: ``files(sa, peer=...)`` is the
+    CommonTlsContext of a workload with service account ``sa`` (verifying ``peer``'s SPIFFE ID if given)."""
+    material = CaMaterial.self_signed()
+    ca = CertificateAuthority(material)
+    root = tmp / "root.pem"
+    root.write_bytes(ca.root_pem)
+
+    def files(sa: str, peer: str | None = None) -> dict[str, Any]:
+        key = new_key()
+        identity = spiffe_id("cluster.local", "default", sa)
+        chain = "".join(ca.sign(make_csr(key, identity), identity))
+        (tmp / f"{sa}.pem").write_text(chain)
+        (tmp / f"{sa}.key").write_bytes(key_pem(key))
+        validation: dict[str, Any] = {"trusted_ca": {"filename": str(root)}}
+        if peer is not None:
+            validation["match_typed_subject_alt_names"] = [
+                {"san_type": "URI", "matcher": {"exact": spiffe_id("cluster.local", "default", peer)}}]
+        return {"tls_certificates": [{"certificate_chain": {"filename": str(tmp / f"{sa}.pem")},
+                                      "private_key": {"filename": str(tmp / f"{sa}.key")}}],
+                "validation_context": validation, "alpn_protocols": ["istio-peer-exchange", "istio"]}
+
+    return files
+
+
+@pytest.fixture(params=["plaintext", "mtls"])
+def hops(request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str], app: GrpcApp) -> Iterator[TwoHops]:
+    h = TwoHops(tmp_path, env, app, mtls=request.param == "mtls",
+                retry_policy={"retry_on": "unavailable", "num_retries": 3})
     yield h
     h.stop()
 
@@ -89,6 +143,12 @@ def test_unary_and_metadata_through_two_sidecars(hops: TwoHops) -> None:
     text = hops.client.prometheus()
     assert value(text, "istio_requests_total", response_code="200", grpc_response_status="0",
                  request_protocol="grpc") == 21
+    # The server hop saw each stream as HTTP/2 from the client hop's address (not an empty peer).
+    deadline = time.monotonic() + 5
+    while (not hops.log.exists() or hops.log.read_text().count("\n") < 21) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = hops.log.read_text().splitlines()
+    assert len(lines) == 21 and set(lines) == {"127.0.0.1 HTTP/2 200 OK"}
 
 
 def test_streaming_both_ways(hops: TwoHops) -> None:
