@@ -43,8 +43,11 @@ class Controller:
         allow_any: bool = True,
         ca: Any = None,
         secure_port: int | None = None,
+        mesh_config: Any = None,
     ) -> None:
         self.source = source
+        # controller.meshconfig: the mesh config's source (file or ConfigMap); None keeps Istio's defaults
+        self.mesh_config = mesh_config
         self.host = host
         self.xds_port = xds_port
         self.debug_port = debug_port
@@ -109,7 +112,11 @@ class Controller:
             debug_port=self.debug_port,
         )
         await self.source.wait_synced()
-        update = self.state.load({kind: self.source.list(kind) for kind in KINDS})
+        listed = {kind: self.source.list(kind) for kind in KINDS}
+        if self.mesh_config is not None:
+            listed["MeshConfig"] = [self.mesh_config.current()]
+            await self.mesh_config.start(self.debouncer.add)
+        update = self.state.load(listed)
         self._account(update)
         self._analyze(update, initial=True)
         self.translator = Translator(update.snapshot, allow_any=self.allow_any)
@@ -171,6 +178,8 @@ class Controller:
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.debouncer.stop()
+        if self.mesh_config is not None:
+            await self.mesh_config.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace)
         if self._debug is not None:

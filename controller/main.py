@@ -46,6 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="ALLOW_ANY",
         help="mesh default for traffic to hosts outside the registry",
     )
+    p.add_argument(
+        "--mesh-config",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="Istio's mesh config (the mesh YAML, or an istio ConfigMap), watched; default: files source: "
+        "none (Istio's defaults), kube source: the istio ConfigMap in --mesh-namespace",
+    )
     p.add_argument("--log-level", default=None)
     ca = p.add_argument_group("certificate authority", "workload certificates for sidecars (mutual TLS)")
     ca.add_argument(
@@ -106,11 +114,31 @@ async def _ca(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
+async def _mesh_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from controller import meshconfig
+
+    if args.mesh_config is not None:
+        try:
+            return meshconfig.FileMeshConfig(args.mesh_config, poll_interval=args.poll_interval)
+        except meshconfig.MeshConfigError as exc:
+            raise SystemExit(f"mizzen-controller: --mesh-config: {exc}") from None
+    if args.files:
+        return None
+    from controller.informer.kubeclient import KubeClient
+
+    watcher = meshconfig.KubeMeshConfig(
+        await KubeClient.connect(args.kubeconfig, args.context), args.mesh_namespace
+    )
+    await watcher.load()
+    return watcher
+
+
 async def run(args: argparse.Namespace) -> None:
     from controller.app import Controller
 
     source = await _source(args)
     ca = await _ca(args)
+    mesh_config = await _mesh_config(args)
     controller = Controller(
         source,
         host=args.host,
@@ -122,6 +150,7 @@ async def run(args: argparse.Namespace) -> None:
         allow_any=args.outbound_traffic_policy == "ALLOW_ANY",
         ca=ca,
         secure_port=args.secure_port,
+        mesh_config=mesh_config,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -32,12 +32,20 @@ from controller.model.kube import (
     build_pod,
     build_service,
 )
+from controller.model.gateway import build_gateway
 from controller.model.meta import key_of
 from controller.model.security import (
     AuthorizationPolicy,
     PeerAuthentication,
     build_authorization_policy,
     build_peer_authentication,
+)
+from controller.model.telemetry import (
+    MESH_CONFIG_KEY,
+    MeshConfig,
+    Telemetry,
+    build_mesh_config,
+    build_telemetry,
 )
 from controller.model.values import ResourceKey
 from controller.validation import Issue, validate
@@ -54,12 +62,15 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "DestinationRule": build_destination_rule,
     "ServiceEntry": build_service_entry,
     "Sidecar": build_sidecar,
-    "Gateway": build_opaque,
+    "Gateway": build_gateway,
     "PeerAuthentication": build_peer_authentication,
     "AuthorizationPolicy": build_authorization_policy,
+    "Telemetry": build_telemetry,
+    "MeshConfig": build_mesh_config,  # not a Kubernetes kind: the controller's mesh config (MESH_CONFIG_KEY)
 }
 
 _EMPTY: Mapping[Any, Any] = {}
+_DEFAULT_MESH = MeshConfig()
 
 
 class Stamped(NamedTuple):
@@ -178,6 +189,14 @@ class MeshSnapshot:
 
     def authorization_policies(self) -> Iterable[AuthorizationPolicy]:
         return self.objects("AuthorizationPolicy")
+
+    def telemetries(self) -> Iterable[Telemetry]:
+        return self.objects("Telemetry")
+
+    def mesh_config(self) -> MeshConfig:
+        """The mesh config in force (Istio's defaults when none was given)."""
+        found = self.get(MESH_CONFIG_KEY)
+        return found if found is not None else _DEFAULT_MESH
 
 
 class SnapshotUpdate(NamedTuple):

@@ -25,6 +25,7 @@ KINDS: tuple[str, ...] = (
     "Sidecar",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "Telemetry",
 )
 
 ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]

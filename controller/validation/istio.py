@@ -26,6 +26,7 @@ from controller.validation.schema import (
     string,
 )
 from controller.validation.security import AUTHORIZATION_POLICY, CLIENT_TLS, PEER_AUTHENTICATION
+from controller.validation.telemetry import MESH_CONFIG, TELEMETRY
 
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "MYSQL", "REDIS", "UDP")
 LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
@@ -668,4 +669,6 @@ SPECS = {
     "Gateway": obj({"selector": map_of(string()), "servers": list_of(anything())}),
     "PeerAuthentication": PEER_AUTHENTICATION,
     "AuthorizationPolicy": AUTHORIZATION_POLICY,
+    "Telemetry": TELEMETRY,
+    "MeshConfig": MESH_CONFIG,
 }

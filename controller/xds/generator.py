@@ -18,10 +18,11 @@ from controller.model.istio import DestinationRule, TrafficPolicy
 from controller.model.kube import Pod
 from controller.model.protocol import MeshProtocol
 from controller.model.snapshot import ConfigChange, MeshSnapshot
+from controller.model.telemetry import SERVER, resolve_cached
 from controller.model.values import ResourceKey
 from controller.xds import cluster_policies as cpol
 from controller.xds import clusters as cds
-from controller.xds import grpcgen, security
+from controller.xds import grpcgen, security, telemetry
 from controller.xds import listeners as lds
 from controller.xds import routes as rds
 from controller.xds import tcp as l4
@@ -401,7 +402,8 @@ class ScopeView:
             vhosts.append(vh)
         vhosts.append(rds.fallback_virtual_host(scope.allow_any))
         self._put(ROUTE, name, rds.route_configuration(name, vhosts), changed)
-        self._put(LISTENER, listener_name, lds.outbound_http_listener(port), changed)
+        listener = telemetry.decorate(lds.outbound_http_listener(port), self.key.telemetry)
+        self._put(LISTENER, listener_name, listener, changed)
 
     def _put(self, type_url: str, name: str, message: Any, changed: dict[str, set[str]]) -> None:
         current = self.resources[type_url]
@@ -439,6 +441,8 @@ def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
         name = cds.inbound_name(port)
         out[CLUSTER][name] = make_resource(CLUSTER, name, cds.inbound_cluster(port))
     listener = lds.virtual_inbound(ports.items(), security.InboundSecurity.for_pod(snapshot, pod))
+    if pod is not None:
+        telemetry.decorate(listener, resolve_cached(snapshot, pod.namespace, pod.labels, SERVER))
     out[LISTENER][lds.VIRTUAL_INBOUND] = make_resource(LISTENER, lds.VIRTUAL_INBOUND, listener)
     return out
 
@@ -520,6 +524,10 @@ class Translator:
                     rescoped.add(change.key.namespace)
             elif kind == "Pod":
                 pods.add(change.key)
+            elif kind in ("Telemetry", "MeshConfig"):
+                # Telemetry is resolved per workload into scope keys (outbound) and inbound listeners.
+                rescoped = None
+                pods.update(p.key for p in snapshot.objects("Pod"))
             elif kind in ("PeerAuthentication", "AuthorizationPolicy"):
                 # Inbound chains and filters of the pods they may cover; auto mTLS towards the namespace.
                 for o in (change.old, change.new):

@@ -12,6 +12,7 @@ from controller.model.hosts import ROOT_NAMESPACE, host_matches, visible_to
 from controller.model.istio import Sidecar
 from controller.model.kube import Pod
 from controller.model.snapshot import MeshSnapshot
+from controller.model.telemetry import CLIENT, TelemetrySettings, resolve_cached
 from controller.model.values import FrozenMap, ResourceKey
 from controller.xds.node import ProxyNode
 from controller.xds.registry import MeshService
@@ -27,6 +28,8 @@ class ScopeKey(NamedTuple):
     locality: str = ""
     # A gateway ("router" node): outbound clusters only; its listeners come from its Gateways.
     router: bool = False
+    # What the Telemetry API and the mesh config put into its outbound HCMs (controller.model.telemetry).
+    telemetry: TelemetrySettings | None = None
 
 
 _label_keys: list[tuple[object, frozenset[str]]] = []  # (the VirtualService map it was computed from, keys)
@@ -92,6 +95,7 @@ def scope_of(snapshot: MeshSnapshot, node: ProxyNode) -> ScopeKey:
         picked,
         node.locality,
         node.type == "router",
+        None if node.proxyless else resolve_cached(snapshot, node.namespace, labels, CLIENT),
     )
 
 

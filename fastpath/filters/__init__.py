@@ -59,6 +59,12 @@ RouteConfigFactory = Callable[[Resource, str, any_pb2.Any], Any]
 REGISTRY: dict[str, FilterFactory] = {}
 ROUTE_CONFIGS: dict[str, RouteConfigFactory] = {}
 
+# Istio's own filters (istio.stats, istio.alpn) travel as a TypedStruct: a type URL and a JSON-like value.
+# Their factories are registered by that inner type URL and get the value as a dict.
+TYPED_STRUCT = "type.googleapis.com/xds.type.v3.TypedStruct"
+StructFactory = Callable[[Resource, str, dict[str, Any]], HttpFilter]
+STRUCT_REGISTRY: dict[str, StructFactory] = {}
+
 
 def register(type_url: str) -> Callable[[FilterFactory], FilterFactory]:
     def add(factory: FilterFactory) -> FilterFactory:
@@ -66,6 +72,32 @@ def register(type_url: str) -> Callable[[FilterFactory], FilterFactory]:
         return factory
 
     return add
+
+
+def register_struct(type_url: str) -> Callable[[StructFactory], StructFactory]:
+    """Register the factory of a filter whose config is a TypedStruct of ``type_url``."""
+
+    def add(factory: StructFactory) -> StructFactory:
+        STRUCT_REGISTRY[type_url] = factory
+        return factory
+
+    return add
+
+
+def _build_struct(res: Resource, path: str, config: any_pb2.Any) -> HttpFilter:
+    from google.protobuf import json_format
+    from xds.type.v3 import typed_struct_pb2
+
+    ts = typed_struct_pb2.TypedStruct()
+    if not config.Unpack(ts):
+        raise res.error(path, f"expected a TypedStruct, got {config.type_url}")
+    factory = STRUCT_REGISTRY.get(ts.type_url)
+    if factory is None:
+        raise res.error(f"{path}.type_url", f"unknown HTTP filter config {ts.type_url!r}")
+    return factory(res, f"{path}.value", json_format.MessageToDict(ts.value))
+
+
+REGISTRY[TYPED_STRUCT] = _build_struct
 
 
 def register_route_config(type_url: str) -> Callable[[RouteConfigFactory], RouteConfigFactory]:

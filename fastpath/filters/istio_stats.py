@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import any_pb2, json_format
-from xds.type.v3 import typed_struct_pb2
-
 from fastpath import filters
 from fastpath.config.errors import Resource, join
 from fastpath.metric_overrides import METRICS, MetricConfig, compile_dimension
 
-TYPED_STRUCT = "type.googleapis.com/xds.type.v3.TypedStruct"
 PLUGIN_CONFIG = "type.googleapis.com/stats.PluginConfig"
 
 
@@ -64,15 +60,4 @@ def compile_plugin_config(res: Resource, path: str, value: dict[str, Any]) -> Is
     return IstioStatsFilter(tuple(out))
 
 
-def _factory(res: Resource, path: str, config: any_pb2.Any) -> filters.HttpFilter:
-    ts = typed_struct_pb2.TypedStruct()
-    if not config.Unpack(ts):
-        raise res.error(path, f"expected a TypedStruct, got {config.type_url}")
-    if ts.type_url != PLUGIN_CONFIG:
-        raise res.error(
-            join(path, "type_url"), f"{ts.type_url!r}: the only TypedStruct filter is {PLUGIN_CONFIG}"
-        )
-    return compile_plugin_config(res, join(path, "value"), json_format.MessageToDict(ts.value))
-
-
-filters.register(TYPED_STRUCT)(_factory)
+filters.register_struct(PLUGIN_CONFIG)(compile_plugin_config)

@@ -15,7 +15,11 @@ from typing import Any
 from controller.sources.kinds import KIND_INFO
 
 # The version stored in etcd: Istio's storage versions, so a cluster moving from Istio keeps its objects.
-_STORAGE = {"networking.istio.io": "v1alpha3", "security.istio.io": "v1beta1"}
+_STORAGE = {
+    "networking.istio.io": "v1alpha3",
+    "security.istio.io": "v1beta1",
+    "telemetry.istio.io": "v1alpha1",
+}
 _SHORT = {
     "VirtualService": ["vs"],
     "DestinationRule": ["dr"],
@@ -24,6 +28,7 @@ _SHORT = {
     "Sidecar": [],
     "PeerAuthentication": ["pa"],
     "AuthorizationPolicy": ["ap"],
+    "Telemetry": ["telemetry"],
 }
 _COLUMNS: dict[str, list[dict[str, Any]]] = {
     "VirtualService": [

@@ -25,6 +25,7 @@ MUTATING = "mizzen-sidecar-injector"
 VALIDATING = "mizzen-validator"
 WEBHOOK_SECRET = "mizzen-webhook-certs"
 LEASE = "mizzen-controller-leader"
+MESH_CONFIG = "istio"  # Istio's name for the mesh config ConfigMap
 INJECT_CONFIG_DIR = "/etc/mizzen/inject"
 CERT_DIR = "/etc/mizzen/webhook-certs"
 # What `mizzen uninstall` looks for: every object the installer made carries it.
@@ -95,6 +96,7 @@ def controller_cluster_rules() -> list[Obj]:
             "resources": ["peerauthentications", "authorizationpolicies"],
             "verbs": _READ,
         },
+        {"apiGroups": ["telemetry.istio.io"], "resources": ["telemetries"], "verbs": _READ},
         # The caBundle of its own two webhook configurations, nothing else's.
         {
             "apiGroups": ["admissionregistration.k8s.io"],
@@ -123,6 +125,8 @@ def controller_namespace_rules(self_managed_certs: bool) -> list[Obj]:
             "resourceNames": [LEASE],
             "verbs": ["get", "update"],
         },
+        # The mesh config (the istio ConfigMap's mesh key), read and watched.
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [MESH_CONFIG], "verbs": _READ},
     ]
     if self_managed_certs:
         rules += [
@@ -184,6 +188,16 @@ def _injector_config(values: Obj) -> Obj:
         "kind": "ConfigMap",
         "metadata": _meta(INJECTOR_CONFIG, values["namespace"], "injector"),
         "data": {"config.yaml": text},
+    }
+
+
+def _mesh_config(values: Obj) -> Obj:
+    """Istio's ``istio`` ConfigMap: the MeshConfig under ``mesh``, watched by the controller."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(MESH_CONFIG, values["namespace"], "controller"),
+        "data": {"mesh": yaml.safe_dump(values["meshConfig"], sort_keys=True)},
     }
 
 
@@ -510,6 +524,7 @@ def _validating(values: Obj) -> Obj:
             "sidecars",
         ],
         "security.istio.io": ["peerauthentications", "authorizationpolicies"],
+        "telemetry.istio.io": ["telemetries"],
     }
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -592,7 +607,7 @@ def render(values: Obj) -> list[Obj]:
         objects += crd_defs.crds(_labels("crds"))
     if components["controller"]["enabled"]:
         objects += _controller_rbac(values)
-        objects.append(_injector_config(values))
+        objects += [_injector_config(values), _mesh_config(values)]
         if values["webhooks"]["certificates"] == "cert-manager":
             objects += _cert_manager(values)
         objects += [_service(values), _controller_deployment(values), _pdb(values)]

@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
         "drainDurationSeconds": 5,
         "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"memory": "256Mi"}},
     },
+    # Istio's MeshConfig (the istio ConfigMap's mesh key): tracing providers and sampling, access logs.
+    "meshConfig": {"defaultConfig": {"tracing": {"sampling": 1.0}}},
     "webhooks": {
         # "self": the controller issues its serving certificate; "cert-manager": cert-manager does.
         "certificates": "self",
@@ -62,13 +64,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     "demo": {
         "controller": {"replicas": 1, "logLevel": "debug", "resources": {"requests": {"cpu": "50m"}}},
         "proxy": {"logLevel": "info"},
+        # Istio's demo: every request traced, access logs on.
+        "meshConfig": {"accessLogFile": "/dev/stdout", "defaultConfig": {"tracing": {"sampling": 100.0}}},
     },
     # The control plane only: no CNI agent (capture installed some other way), one replica.
     "minimal": {"components": {"cni": {"enabled": False}}, "controller": {"replicas": 1}},
 }
 
 # Keys whose value is free-form (a map of anything): not checked against the defaults below them.
-_FREE = {("controller", "resources"), ("cni", "resources"), ("proxy", "resources")}
+_FREE = {("controller", "resources"), ("cni", "resources"), ("proxy", "resources"), ("meshConfig",)}
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -87,8 +87,15 @@ _SECURITY = (
 def istio_crds(
     networking: tuple[str, ...] = ("v1", "v1beta1", "v1alpha3"),
     security: tuple[str, ...] = ("v1", "v1beta1"),
+    telemetry: tuple[str, ...] = ("v1", "v1alpha1"),
 ) -> tuple[ResourceDef, ...]:
     """Istio's CRDs as a given Istio release serves them (1.22+: v1 first; older: v1beta1 first)."""
     defs = [ResourceDef("networking.istio.io", networking, p, k, short_names=s) for p, k, s in _NETWORKING]
     defs += [ResourceDef("security.istio.io", security, p, k, short_names=s) for p, k, s in _SECURITY]
+    if telemetry:
+        defs.append(
+            ResourceDef(
+                "telemetry.istio.io", telemetry, "telemetries", "Telemetry", short_names=("telemetry",)
+            )
+        )
     return tuple(defs)
