@@ -32,7 +32,6 @@ from controller.model.kube import (
     build_pod,
     build_service,
 )
-from controller.model.gateway import build_gateway
 from controller.model.meta import key_of
 from controller.model.security import (
     AuthorizationPolicy,
@@ -62,7 +61,7 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "DestinationRule": build_destination_rule,
     "ServiceEntry": build_service_entry,
     "Sidecar": build_sidecar,
-    "Gateway": build_gateway,
+    "Gateway": build_opaque,
     "PeerAuthentication": build_peer_authentication,
     "AuthorizationPolicy": build_authorization_policy,
     "Telemetry": build_telemetry,
