@@ -92,6 +92,9 @@ class KubeApiServer:
         self.port = 0
         self.version: Obj = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
         self.storage.on_event(self._fan_out)
+        # TokenReview (authentication.k8s.io/v1): the service-account tokens this "cluster" issued, each with
+        # the user it stands for and its audiences. Reviews are answered, never stored, as the real one does.
+        self.service_account_tokens: dict[str, tuple[Obj, list[str]]] = {}
         # Server-side apply bookkeeping: the field paths each manager applied, per object.
         self.applied_fields: dict[tuple[str, tuple[str, str], str], set[tuple[str, ...]]] = {}
         # Called after server-side applies with (resource, object): tests play the cluster's controllers.
@@ -253,6 +256,9 @@ class KubeApiServer:
                 self._record(request, query, "discovery")
                 self._check_injections("discovery", None)
                 return web.json_response(document, dumps=_dumps)
+        if request.method == "POST" and parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+            self._record(request, query, "create")
+            return web.json_response(self._token_review(await _body(request)), status=201, dumps=_dumps)
         target = self._target(parts)
         verb = self._verb(request.method, target, query)
         self._record(request, query, verb)
@@ -285,6 +291,41 @@ class KubeApiServer:
             return _answer(target.view(patched), outcome)
         await self.admission.validate("DELETE", target, None, self._objects.existing(target), outcome)
         return _answer(target.view(self._objects.delete(target)), outcome)
+
+    def issue_token(
+        self, namespace: str, service_account: str, *, audiences: list[str], pod: str = ""
+    ) -> str:
+        """A projected service-account token for ``namespace``/``service_account`` (opaque here)."""
+        import secrets as _secrets
+
+        token = _secrets.token_urlsafe(24)
+        user: Obj = {
+            "username": f"system:serviceaccount:{namespace}:{service_account}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+        }
+        if pod:
+            user["extra"] = {"authentication.kubernetes.io/pod-name": [pod]}
+        self.service_account_tokens[token] = (user, audiences)
+        return token
+
+    def _token_review(self, body: Obj) -> Obj:
+        """The API server's answer: authenticated with the user and the audiences the token is good for,
+        among those asked (an empty ask means the API server's own audience)."""
+        spec = body.get("spec") or {}
+        found = self.service_account_tokens.get(str(spec.get("token") or ""))
+        wanted = list(spec.get("audiences") or [])
+        status: Obj
+        if found is None:
+            status = {"authenticated": False, "error": "invalid bearer token"}
+        else:
+            user, audiences = found
+            common = [a for a in wanted if a in audiences] if wanted else audiences
+            if wanted and not common:
+                status = {"authenticated": False, "error": "token audiences do not match"}
+            else:
+                status = {"authenticated": True, "user": user, "audiences": common}
+        kind = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}
+        return {**kind, "spec": spec, "status": status}
 
     async def _create(self, target: Target, body: Obj, outcome: Outcome) -> Obj:
         """A create as the API server runs it: mutating webhooks (which see no name yet when the body has only
