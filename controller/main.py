@@ -72,7 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=float(os.environ.get("DEFAULT_WORKLOAD_CERT_TTL_S", 24 * 3600)),
         help="lifetime of workload certificates when a CSR does not ask (seconds)",
     )
-    ca.add_argument("--ca-namespace", default="istio-system", help="kube source: where the CA Secrets live")
+    ca.add_argument(
+        "--ca-namespace",
+        default=None,
+        help="kube source: where the CA Secrets (istio-ca-secret, cacerts) live; default: --mesh-namespace",
+    )
     hooks = p.add_argument_group("webhooks", "sidecar injection and validation (Kubernetes API only)")
     hooks.add_argument("--webhook-port", type=int, default=None, help="serve /inject and /validate (15017)")
     hooks.add_argument("--inject-config", type=Path, default=None, help="the injector's settings (YAML)")
@@ -105,13 +109,22 @@ async def _ca(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.files:
         directory = args.ca_dir or Path(args.files).resolve().parent / "mizzen-ca"
         return setup.local_ca(directory, trust_domain=args.trust_domain, ttl=args.workload_cert_ttl)
-    return await setup.kube_ca(
-        args.kubeconfig,
-        args.context,
-        namespace=args.ca_namespace,
-        trust_domain=args.trust_domain,
-        ttl=args.workload_cert_ttl,
-    )
+    try:
+        return await setup.kube_ca(
+            args.kubeconfig,
+            args.context,
+            namespace=args.ca_namespace or args.mesh_namespace,
+            trust_domain=args.trust_domain,
+            ttl=args.workload_cert_ttl,
+        )
+    except Exception as exc:  # xDS must go on; sidecars stay unready without certificates, and say so
+        log.error(
+            "certificate authority unavailable: no workload certificates will be issued",
+            error=str(exc),
+            hint="the controller needs get/create on secrets in its namespace, create on tokenreviews, "
+            "and get/create/update on configmaps in every namespace",
+        )
+        return None
 
 
 async def _mesh_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -549,29 +549,3 @@ def build_sidecar(raw: Mapping[str, Any]) -> Sidecar:
         egress_hosts=tuple(hosts),
         outbound_traffic_policy=str(mode) if mode else None,
     )
-
-
-# --- Kinds held but not translated yet ----------------------------------------------------------------------
-
-
-class OpaqueConfig(msgspec.Struct, frozen=True, gc=False):
-    """Gateway, PeerAuthentication, AuthorizationPolicy: kept (validated, versioned, visible in debug) but
-    not yet turned into proxy config; validation tells the user so."""
-
-    kind: str
-    meta: ObjectMeta
-    spec: bytes  # canonical JSON of the spec, so an unchanged spec compares equal
-
-    @property
-    def key(self) -> ResourceKey:
-        return ResourceKey(self.kind, self.meta.namespace, self.meta.name)
-
-
-def build_opaque(raw: Mapping[str, Any]) -> OpaqueConfig:
-    import orjson
-
-    return OpaqueConfig(
-        kind=str(raw.get("kind") or ""),
-        meta=object_meta(raw),
-        spec=orjson.dumps(spec_of(raw), option=orjson.OPT_SORT_KEYS),
-    )

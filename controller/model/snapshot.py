@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from controller.model.gateway import build_gateway
 from controller.model.istio import (
     DestinationRule,
     ServiceEntry,
     Sidecar,
     VirtualService,
     build_destination_rule,
-    build_opaque,
     build_service_entry,
     build_sidecar,
     build_virtual_service,
@@ -61,7 +61,7 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "DestinationRule": build_destination_rule,
     "ServiceEntry": build_service_entry,
     "Sidecar": build_sidecar,
-    "Gateway": build_opaque,
+    "Gateway": build_gateway,
     "PeerAuthentication": build_peer_authentication,
     "AuthorizationPolicy": build_authorization_policy,
     "Telemetry": build_telemetry,

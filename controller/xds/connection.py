@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.xds.generator import ResourceMap, Translator, inbound_resources
+from controller.xds.generator import ResourceMap, Translator
 from controller.xds.held import REBASE_AFTER, HeldVersions
 from controller.xds.node import ProxyNode
 from controller.xds.resources import PUSH_ORDER, WILDCARD_TYPES, Resource
@@ -76,10 +76,10 @@ class Connection:
 
     # -- the desired state --
     def _inbound(self) -> ResourceMap:
+        """The proxy's own resources beyond its scope: a sidecar's inbound side, a gateway's Gateways."""
         if self.node.proxyless:
             return {t: {} for t in PUSH_ORDER}
-        snapshot = self.translator.snapshot
-        return inbound_resources(snapshot, find_pod(snapshot, self.node))
+        return self.translator.local_resources(self.node)
 
     def current(self, type_url: str, name: str) -> Resource | None:
         found = self.inbound[type_url].get(name)
@@ -192,7 +192,10 @@ class Connection:
         )
         full = rescope and self.refresh_scope()
         inbound_changed: dict[str, set[str]] = {t: set() for t in PUSH_ORDER}
-        if not self.node.proxyless and (full or pod_touched):
+        # A gateway's listeners and routes follow Gateways, VirtualServices and Services: recomputed (and
+        # diffed) on every change; there are few gateways.
+        router = self.node.type == "router"
+        if not self.node.proxyless and (full or pod_touched or router):
             old = self.inbound
             self.inbound = self._inbound()
             for t in PUSH_ORDER:

@@ -22,6 +22,7 @@ from controller.model.telemetry import SERVER, resolve_cached
 from controller.model.values import ResourceKey
 from controller.xds import cluster_policies as cpol
 from controller.xds import clusters as cds
+from controller.xds import gateway as gateways
 from controller.xds import grpcgen, security, telemetry
 from controller.xds import listeners as lds
 from controller.xds import routes as rds
@@ -222,6 +223,8 @@ class ScopeView:
                             cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
                     res[ENDPOINT][name] = make_resource(ENDPOINT, name, cla)
                 res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
+            if self.key.router:
+                continue  # a gateway's listeners and routes come from its Gateways (controller.xds.gateway)
             ctx = rds.RouteContext(
                 reg.services,
                 scope.namespace,
@@ -349,9 +352,12 @@ class ScopeView:
         fixed: list[tuple[str, str, Any]] = [
             (CLUSTER, cds.PASSTHROUGH, cds.passthrough_cluster()),
             (CLUSTER, cds.BLACKHOLE, cds.blackhole_cluster()),
-            (CLUSTER, cds.INBOUND_PASSTHROUGH, cds.inbound_passthrough_cluster()),
-            (LISTENER, lds.VIRTUAL_OUTBOUND, lds.virtual_outbound(scope.allow_any)),
         ]
+        if not self.key.router:  # gateways capture nothing
+            fixed += [
+                (CLUSTER, cds.INBOUND_PASSTHROUGH, cds.inbound_passthrough_cluster()),
+                (LISTENER, lds.VIRTUAL_OUTBOUND, lds.virtual_outbound(scope.allow_any)),
+            ]
         for type_url, name, msg in fixed:
             resource = make_resource(type_url, name, msg)
             before = self.resources[type_url].get(name)
@@ -496,11 +502,20 @@ class Translator:
         view = self.view(key)
         if node.proxyless:
             return view.resources
-        inbound = inbound_resources(self.snapshot, find_pod(self.snapshot, node))
+        inbound = self.local_resources(node)
         merged = empty_map()
         for type_url in PUSH_ORDER:
             merged[type_url] = {**view.resources[type_url], **inbound[type_url]}
         return merged
+
+    def local_resources(self, node: ProxyNode) -> ResourceMap:
+        """What one proxy gets beyond its scope: a sidecar its inbound side, a gateway (``router``) the
+        listeners and routes of the Gateways that select it."""
+        pod = find_pod(self.snapshot, node)
+        if node.type == "router":
+            labels = pod.labels if pod is not None else node.labels
+            return gateways.gateway_resources(self.registry, labels, pod)
+        return inbound_resources(self.snapshot, pod)
 
     def update(self, snapshot: MeshSnapshot, changes: Iterable[ConfigChange]) -> ChangeSummary:
         changes = list(changes)

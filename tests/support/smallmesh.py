@@ -109,6 +109,7 @@ class Service:
     ports: dict[str, int]  # name -> port (target port the same)
     ip: str
     extra: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
 
 
 class SmallMesh:
@@ -117,7 +118,7 @@ class SmallMesh:
         self.work = work
         self.manifests = work / "manifests"
         self.manifests.mkdir()
-        self.gateway = gateway
+        self.bridge_ip = gateway
         self.service_prefix = service_prefix
         self.xds_port = free_port()
         self.debug_port = free_port()
@@ -126,6 +127,7 @@ class SmallMesh:
         self.extra_hosts: dict[str, str] = {}
         self.procs: list[subprocess.Popen[bytes]] = []
         self.sidecars: dict[str, subprocess.Popen[bytes]] = {}
+        self.gateways: dict[str, int] = {}  # gateway pods (outside the mesh) -> worker processes
         self.cert: tuple[Path, Path] | None = None
 
     # -- declaring ---------------------------------------------------------------------------------------
@@ -167,13 +169,14 @@ class SmallMesh:
         *,
         namespace: str = "default",
         headless: bool = False,
+        targets: Mapping[str, int] | None = None,
         **spec: Any,
     ) -> str:
-        """A Kubernetes Service (ports by name; the name's prefix gives the protocol, as Istio reads it);
-        returns its ClusterIP ("" when headless)."""
+        """A Kubernetes Service (ports by name; the name's prefix gives the protocol, as Istio reads it;
+        ``targets`` the target ports that differ from the port); returns its ClusterIP ("" if headless)."""
         ip = "" if headless else f"{self.service_prefix}{len(self.services) + 10}"
         self.services[name] = Service(
-            name, namespace, dict(selector) if selector else None, dict(ports), ip, spec
+            name, namespace, dict(selector) if selector else None, dict(ports), ip, spec, dict(targets or {})
         )
         return ip
 
@@ -229,6 +232,16 @@ class SmallMesh:
         for pod in self.pods.values():
             if pod.meshed:
                 self._sidecar(pod)
+        for name, workers in self.gateways.items():
+            self._proxy(self.pods[name], "router", ["--concurrency", str(workers)])
+
+    def gateway(
+        self, name: str, labels: Mapping[str, str], *, workers: int = 1, namespace: str = "default"
+    ) -> None:
+        """A gateway pod: outside the mesh (no capture), running mizzen-proxy as a ``router`` node that
+        serves the Gateways selecting its labels, with ``workers`` processes sharing its ports."""
+        self.pod(name, labels, namespace=namespace, meshed=False)
+        self.gateways[name] = workers
 
     def _run(self, pod: Pod, argv: list[str]) -> None:
         proc = self.node.spawn(pod.name, argv, namespace=pod.namespace, stdout=subprocess.PIPE)
@@ -296,7 +309,9 @@ class SmallMesh:
         ]
         for svc in self.services.values():
             spec: dict[str, Any] = {
-                "ports": [{"name": n, "port": p, "targetPort": p} for n, p in svc.ports.items()],
+                "ports": [
+                    {"name": n, "port": p, "targetPort": svc.targets.get(n, p)} for n, p in svc.ports.items()
+                ],
                 **svc.extra,
             }
             if svc.selector is not None:
@@ -337,7 +352,10 @@ class SmallMesh:
                         "labels": {"kubernetes.io/service-name": svc.name},
                     },
                     "addressType": "IPv4",
-                    "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in svc.ports.items()],
+                    "ports": [
+                        {"name": n, "port": svc.targets.get(n, p), "protocol": "TCP"}
+                        for n, p in svc.ports.items()
+                    ],
                     "endpoints": endpoints,
                 }
             )
@@ -406,7 +424,7 @@ class SmallMesh:
             node["locality"] = {
                 k: v for k, v in (("region", region), ("zone", zone), ("sub_zone", sub_zone)) if v
             }
-        address = {"socket_address": {"address": self.gateway, "port_value": self.xds_port}}
+        address = {"socket_address": {"address": self.bridge_ip, "port_value": self.xds_port}}
         return {
             "node": node,
             "dynamic_resources": {
@@ -434,21 +452,26 @@ class SmallMesh:
         }
 
     def _sidecar(self, pod: Pod) -> None:
+        self.sidecars[pod.name] = self._proxy(pod, "sidecar")
+
+    def _proxy(self, pod: Pod, node_type: str, args: list[str] | None = None) -> subprocess.Popen[bytes]:
         path = self.work / f"{pod.name}.json"
-        path.write_text(json.dumps(self.bootstrap(pod)))
+        path.write_text(json.dumps(self.bootstrap(pod, node_type)))
         path.chmod(0o644)
         log = open(self.work / f"{pod.name}.log", "wb")  # closed with the process
         proc = self.node.spawn(
             pod.name,
-            [str(BIN / "mizzen-proxy"), "-c", str(path), "-l", "debug"],
+            [str(BIN / "mizzen-proxy"), "-c", str(path), "-l", "debug", *(args or [])],
             namespace=pod.namespace,
             uid=1337,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
-        self.sidecars[pod.name] = proc
-        self.wait(lambda: get(f"http://{pod.ip}:15021/healthz/ready")[0] == 200, f"the sidecar in {pod.name}")
+        self.wait(
+            lambda: get(f"http://{pod.ip}:15021/healthz/ready")[0] == 200, f"the {node_type} in {pod.name}"
+        )
+        return proc
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -528,7 +551,7 @@ class SmallMesh:
                 assert t["status"] != "NACKED", f"{proxy['proxy']} rejected config: {t['error']}"
                 if t["status"] != "SYNCED":
                     return False
-        return len(status) >= len(self.sidecars)
+        return len(status) >= len(self.sidecars) + len(self.gateways)
 
     def wait(self, cond: Any, what: str, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout

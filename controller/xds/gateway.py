@@ -1,0 +1,256 @@
+"""Gateways: the listeners and routes of a proxy running as a gateway (node type ``router``), from the
+Gateways whose selector matches it and the VirtualServices bound to those Gateways.
+
+Each server port becomes a bound listener ``0.0.0.0_<port>`` -- the port the gateway's own Service sends
+that Gateway port to, when one does (Istio's Gateway port is the Service port) -- of one of these kinds:
+
+- HTTP (HTTP, HTTP2, GRPC): an HTTP connection manager with the RouteConfiguration ``http.<port>``: a
+  virtual host per host the bound VirtualServices serve within the server's hosts, their rules merged in
+  creation order (several VirtualServices for one host are merged on gateways, as Istio does);
+  ``httpsRedirect`` answers every request with a redirect to https.
+- TLS ``PASSTHROUGH``: filter chains by SNI from the bound VirtualServices' ``tls`` rules, bytes untouched.
+- TCP: the bound VirtualServices' ``tcp`` rules.
+
+Servers that terminate TLS (``credentialName``) need the certificate from a Kubernetes Secret; they are
+reported and left out until that source exists.
+
+The gateway's clusters are its scope's outbound clusters (every service its namespace can see).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+
+from controller.model.gateway import Gateway, Server
+from controller.model.hosts import host_matches, visible_to
+from controller.model.istio import HTTPRoute, VirtualService
+from controller.model.kube import Pod
+from controller.model.protocol import MeshProtocol
+from controller.model.snapshot import MeshSnapshot
+from controller.model.values import FrozenMap
+from controller.xds import delegate as delegation
+from controller.xds import listeners as lds
+from controller.xds import routes as rds
+from controller.xds import tcp as l4
+from controller.xds.registry import Registry
+from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, make_resource
+from mizzen import logs
+
+log = logs.get("xds.gateway")
+
+ResourceMap = dict[str, dict[str, Resource]]
+_HTTP = (MeshProtocol.HTTP, MeshProtocol.HTTP2, MeshProtocol.GRPC, MeshProtocol.GRPC_WEB)
+
+
+def gateways_for(snapshot: MeshSnapshot, labels: FrozenMap[str]) -> list[Gateway]:
+    """The Gateways whose selector matches a gateway proxy's labels (any namespace, as Istio by default),
+    oldest first."""
+    found = [g for g in snapshot.objects("Gateway") if labels.matches(g.selector)]
+    return sorted(found, key=lambda g: (g.meta.creation_timestamp, g.key))
+
+
+def listen_port(snapshot: MeshSnapshot, pod: Pod | None, number: int) -> int:
+    """Where a Gateway port is served on the proxy: the target port of the gateway's Service port with that
+    number (Istio's Gateway ports are its Service's), else the number itself."""
+    if pod is None:
+        return number
+    named = {p.name: p.port for p in pod.container_ports if p.name}
+    for svc in snapshot.services():
+        if svc.namespace != pod.namespace or not svc.selector or not pod.labels.matches(svc.selector):
+            continue
+        for sp in svc.ports:
+            if sp.port == number:
+                target = sp.target_port if isinstance(sp.target_port, int) else named.get(sp.target_port)
+                if target:
+                    return int(target)
+    return number
+
+
+def _bound(snapshot: MeshSnapshot, gw: Gateway) -> list[VirtualService]:
+    """VirtualServices that name this Gateway and that its namespace may see, oldest first."""
+    out = [
+        vs
+        for vs in snapshot.virtual_services()
+        if gw.name in vs.gateways and visible_to(vs.export_to, gw.meta.namespace)
+    ]
+    return sorted(out, key=lambda v: (v.meta.creation_timestamp, v.key))
+
+
+def _served_hosts(server: Server, vs: VirtualService) -> list[str]:
+    """The hosts of ``vs`` this server answers for: a VirtualService host within a server host, or the
+    server host when it is the narrower of the two (``*.example.com`` VirtualService, ``a.example.com``
+    server)."""
+    out: list[str] = []
+    for sh in server.hosts:
+        if sh.namespace not in ("*", vs.meta.namespace):
+            continue
+        for host in vs.hosts:
+            if host_matches(sh.host, host):
+                out.append(host)
+            elif host_matches(host, sh.host):
+                out.append(sh.host)
+    return list(dict.fromkeys(out))
+
+
+def _domains(host: str, port: int) -> list[str]:
+    return ["*"] if host == "*" else [host, f"{host}:{port}"]
+
+
+class _Build:
+    def __init__(self, reg: Registry, gws: list[Gateway], pod: Pod | None, labels: FrozenMap[str]) -> None:
+        self.reg = reg
+        self.snapshot = reg.snapshot
+        self.gws = gws
+        self.pod = pod
+        self.labels = labels
+        self.out: ResourceMap = {t: {} for t in PUSH_ORDER}
+
+    def run(self) -> ResourceMap:
+        by_port: dict[int, list[tuple[Gateway, Server]]] = {}
+        for gw in self.gws:
+            for server in gw.servers:
+                port = listen_port(self.snapshot, self.pod, server.number)
+                by_port.setdefault(port, []).append((gw, server))
+        for port, servers in sorted(by_port.items()):
+            kinds = {self._kind(s) for _, s in servers}
+            kind = sorted(kinds)[0]
+            if len(kinds) > 1:
+                log.warning("gateway servers of different kinds share a port", port=port, used=kind)
+            usable = [(g, s) for g, s in servers if self._kind(s) == kind]
+            if kind == "http":
+                self._http(port, usable)
+            elif kind in ("tls", "tcp"):
+                self._l4(port, usable, tls=kind == "tls")
+            else:
+                for g, s in usable:
+                    log.warning(
+                        "gateway server not served: TLS termination with credentialName needs the Secret",
+                        gateway=g.name,
+                        port=s.number,
+                        credential=s.tls.credential_name if s.tls else None,
+                    )
+        return self.out
+
+    @staticmethod
+    def _kind(server: Server) -> str:
+        if server.passthrough and server.protocol in (MeshProtocol.TLS, MeshProtocol.HTTPS):
+            return "tls"
+        if server.terminates_tls:
+            return "terminate"
+        if server.protocol in _HTTP:
+            return "http"
+        return "tcp"
+
+    def _put(self, type_url: str, name: str, message: Any) -> None:
+        self.out[type_url][name] = make_resource(type_url, name, message)
+
+    def _ctx(self, gw: Gateway) -> rds.RouteContext:
+        namespace = gw.meta.namespace
+        return rds.RouteContext(
+            self.reg.services,
+            namespace,
+            self.labels,
+            gateway=gw.name,
+            hash_for=functools.partial(_hash_for, self.reg, namespace),
+            delegate=self.reg.delegate,
+        )
+
+    def _http(self, port: int, servers: list[tuple[Gateway, Server]]) -> None:
+        routes_by_host: dict[str, list[rc.Route]] = {}
+        redirect_hosts: set[str] = set()
+        for gw, server in servers:
+            redirect = server.tls is not None and server.tls.https_redirect
+            ctx = self._ctx(gw)
+            for vs in _bound(self.snapshot, gw):
+                hosts = _served_hosts(server, vs)
+                if not hosts:
+                    continue
+                rules: Iterable[HTTPRoute] = delegation.expand(vs, self.reg.delegate)
+                routes = rds.http_routes(f"{vs.meta.namespace}/{vs.meta.name}", rules, server.number, ctx)
+                for host in hosts:
+                    routes_by_host.setdefault(host, []).extend(routes)
+                    if redirect:
+                        redirect_hosts.add(host)
+        vhosts = []
+        seen: set[str] = set()
+        for host in sorted(routes_by_host, key=lambda h: (h == "*", h)):
+            domains = [d for d in _domains(host, port) if d not in seen]
+            if not domains:
+                continue
+            seen.update(domains)
+            vh = rc.VirtualHost(name=f"{host}:{port}", domains=domains, routes=routes_by_host[host])
+            if host in redirect_hosts:
+                vh.require_tls = rc.VirtualHost.ALL
+            vhosts.append(vh)
+        name = f"http.{port}"
+        self._put(ROUTE, name, rds.route_configuration(name, vhosts))
+        manager = lds.http_manager(f"outbound_0.0.0.0_{port}", rds_name=name, policies=True)
+        manager.use_remote_address.value = True  # the edge: the client's address is the peer's
+        listener = listener_pb2.Listener(
+            name=f"0.0.0.0_{port}",
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=port)
+            ),
+            traffic_direction=base_pb2.OUTBOUND,
+            filter_chains=[listener_components_pb2.FilterChain(filters=[lds.hcm_filter(manager)])],
+        )
+        self._put(LISTENER, listener.name, listener)
+
+    def _l4(self, port: int, servers: list[tuple[Gateway, Server]], *, tls: bool) -> None:
+        chains: list[l4.TcpChain] = []
+        for gw, server in servers:
+            client = l4.Client(gw.meta.namespace, self.labels, gw.name)
+            for vs in _bound(self.snapshot, gw):
+                if not _served_hosts(server, vs):
+                    continue
+                for chain in l4.chains(
+                    vs.hosts[0],
+                    server.number,
+                    vs,
+                    client,
+                    tls=tls,
+                    own_port=functools.partial(_own_port, self.reg, server.number),
+                ):
+                    if tls and not chain.sni:
+                        continue  # a passthrough server routes by SNI only
+                    if not tls and not (vs.tcp and any(_routes_somewhere(r) for r in vs.tcp)):
+                        continue
+                    chains.append(chain)
+        merged = l4.merge([chains])
+        if not merged:
+            return
+        listener = l4.listener("0.0.0.0", port, merged)
+        listener.ClearField("bind_to_port")  # a gateway binds its ports itself
+        self._put(LISTENER, listener.name, listener)
+
+
+def _routes_somewhere(rule: Any) -> bool:
+    return any(d.weight > 0 for d in rule.route)
+
+
+def _hash_for(reg: Registry, namespace: str, host: str, subset: str | None, port: int) -> Any:
+    from controller.xds.generator import _hash_for as hash_for
+
+    return hash_for(reg, namespace, host, subset, port)
+
+
+def _own_port(reg: Registry, port: int, host: str, given: int | None) -> int:
+    if given is not None:
+        return given
+    svc = reg.services.get(host)
+    return svc.ports[0].port if svc is not None and len(svc.ports) == 1 else port
+
+
+def gateway_resources(reg: Registry, labels: FrozenMap[str], pod: Pod | None) -> ResourceMap:
+    """The listeners and routes of one gateway proxy (its clusters come from its scope)."""
+    gws = gateways_for(reg.snapshot, labels)
+    out = _Build(reg, gws, pod, labels).run()
+    # Clusters and endpoints are the scope's; nothing of those types is per gateway.
+    out[CLUSTER], out[ENDPOINT] = {}, {}
+    return out

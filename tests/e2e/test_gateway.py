@@ -1,0 +1,220 @@
+"""The proxy as an ingress gateway, end to end: a pod outside the mesh runs mizzen-proxy as a ``router``
+node (two worker processes sharing its ports); mizzen-controller gives it the listeners and routes of the
+Gateways whose selector matches its labels and of the VirtualServices bound to them; clients outside the
+mesh call it. Behind it, the mesh's services with their sidecars.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from support.smallmesh import SmallMesh, small_mesh
+
+pytestmark = pytest.mark.root
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [bookinfo.example.com, "*.shop.example", merged.example.com]
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [secure.example.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [tls.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ["*"]
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[SmallMesh]:
+    with small_mesh() as m:
+        m.gateway("ingress", {"istio": "ingressgateway"}, workers=2)
+        m.gateway("egress", {"istio": "egressgateway"})
+        m.pod("browser", {"app": "browser"}, meshed=False)
+        m.pod("client", {"app": "client"})
+        m.pod("web-v1", {"app": "web", "version": "v1"}, app=9080)
+        m.pod("web-v2", {"app": "web", "version": "v2"}, app=9080)
+        m.pod("tls-a", {"app": "tls-a"}, tls=8443)
+        m.pod("tcp-b", {"app": "tcp-b"}, tcp=7000)
+        m.service("web", {"app": "web"}, {"http": 9080})
+        m.service("tls-a", {"app": "tls-a"}, {"tls": 8443})
+        m.service("tcp-b", {"app": "tcp-b"}, {"tcp": 7000})
+        # Istio's Gateway ports are the gateway Service's: 80 and 443 reach the proxy on 8080 and 8443.
+        m.service(
+            "ingressgateway",
+            {"istio": "ingressgateway"},
+            {"http": 80, "tls": 443, "tcp": 9000},
+            targets={"http": 8080, "tls": 8443},
+        )
+        m.start()
+        m.apply(
+            "web-subsets",
+            """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+""",
+        )
+        m.apply("gateway", GATEWAY)
+        m.apply(
+            "routes",
+            """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: [bookinfo.example.com, secure.example.com]
+  gateways: [ingress]
+  http:
+  - match: [{uri: {prefix: /productpage}}]
+    route: [{destination: {host: web, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: ["*.shop.example"]
+  gateways: [default/ingress]
+  http:
+  - route: [{destination: {host: web, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: merged-a, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: [merged.example.com]
+  gateways: [ingress]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    route: [{destination: {host: web, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: merged-b, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  hosts: [merged.example.com]
+  gateways: [ingress]
+  http:
+  - match: [{uri: {prefix: /b}}]
+    route: [{destination: {host: web, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls}
+spec:
+  hosts: [tls.example.com]
+  gateways: [ingress]
+  tls:
+  - match: [{sniHosts: [tls.example.com]}]
+    route: [{destination: {host: tls-a, port: {number: 8443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp}
+spec:
+  hosts: ["*"]
+  gateways: [ingress]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: tcp-b, port: {number: 7000}}}]
+""",
+        )
+        yield m
+
+
+def via_gateway(mesh: SmallMesh, host: str, path: str = "/", n: int = 1) -> list[tuple[int, str]]:
+    replies = mesh.http("browser", f"http://{mesh.ip('ingress')}:8080{path}", n=n, headers={"host": host})
+    return [(r.status, r.served_by) for r in replies]
+
+
+def test_hosts_route_to_the_mesh(mesh: SmallMesh) -> None:
+    assert via_gateway(mesh, "bookinfo.example.com", "/productpage", n=4) == [(200, "web-v1")] * 4
+    assert via_gateway(mesh, "a.shop.example") == [(200, "web-v2")]
+    assert via_gateway(mesh, "deep.b.shop.example") == [(200, "web-v2")]  # the wildcard is any depth
+    assert via_gateway(mesh, "bookinfo.example.com", "/other") == [(404, "")]  # no rule: NR
+    assert via_gateway(mesh, "unknown.example.com") == [(404, "")]  # no host: NR
+
+
+def test_virtual_services_for_one_host_are_merged_on_a_gateway(mesh: SmallMesh) -> None:
+    assert via_gateway(mesh, "merged.example.com", "/a") == [(200, "web-v1")]
+    assert via_gateway(mesh, "merged.example.com", "/b") == [(200, "web-v2")]
+
+
+def test_https_redirect(mesh: SmallMesh) -> None:
+    reply = mesh.http(
+        "browser", f"http://{mesh.ip('ingress')}:8080/productpage?x=1", headers={"host": "secure.example.com"}
+    )[0]
+    assert (reply.status, reply.header("location")) == (301, "https://secure.example.com/productpage?x=1")
+
+
+def test_tls_passthrough_by_sni(mesh: SmallMesh) -> None:
+    answers = mesh.stream("browser", mesh.ip("ingress"), 8443, sni="tls.example.com", n=3)
+    assert [a.split(" saw ")[0] for a in answers] == ["tls-a"] * 3
+    other = mesh.stream("browser", mesh.ip("ingress"), 8443, sni="else.example.com")[0]
+    assert "saw" not in other  # no route for that name: the connection is closed
+
+
+def test_tcp_server(mesh: SmallMesh) -> None:
+    answers = mesh.stream("browser", mesh.ip("ingress"), 9000, n=3)
+    assert [a.split(" saw ")[0] for a in answers] == ["tcp-b"] * 3
+
+
+def test_workers_share_the_ports(mesh: SmallMesh) -> None:
+    got = Counter(via_gateway(mesh, "a.shop.example", n=30))  # one connection...
+    got.update(
+        (r.status, r.served_by)
+        for r in mesh.http(
+            "browser",
+            f"http://{mesh.ip('ingress')}:8080/",
+            n=30,
+            headers={"host": "a.shop.example"},
+            fresh=True,
+        )
+    )  # ...and thirty, spread over the workers by the kernel
+    assert got == Counter({(200, "web-v2"): 60})
+
+
+def test_gateway_config_goes_only_to_the_selected_proxies(mesh: SmallMesh) -> None:
+    dump = json.loads(mesh.admin("ingress", "/config_dump"))
+    text = json.dumps(dump)
+    assert "0.0.0.0_8080" in text and "http.8080" in text
+    for other in ("egress", "client"):
+        other_text = mesh.admin(other, "/config_dump")
+        assert "0.0.0.0_8080" not in other_text and "bookinfo.example.com" not in other_text
+    # The sidecars keep their mesh routing: the gateway-bound rules do not apply to them.
+    reply = mesh.http("client", "http://web:9080/other")[0]
+    assert reply.served_by in ("web-v1", "web-v2")
+
+
+def test_gateway_follows_changes_live(mesh: SmallMesh) -> None:
+    mesh.apply(
+        "extra",
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: extra}
+spec:
+  hosts: [new.shop.example]
+  gateways: [ingress]
+  http:
+  - route: [{destination: {host: web, subset: v1}}]
+""",
+    )
+    assert via_gateway(mesh, "new.shop.example") == [(200, "web-v1")]  # the exact host wins the wildcard
+    mesh.remove("extra")
+    assert via_gateway(mesh, "new.shop.example") == [(200, "web-v2")]
