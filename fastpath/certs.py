@@ -187,7 +187,7 @@ class CertificateClient:
         request = ca_pb2.IstioCertificateRequest(
             csr=make_csr(key, cfg.identity).decode(), validity_duration=int(cfg.ttl)
         )
-        options = [("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 4 * 1024 * 1024)]
         if cfg.ca_root is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=cfg.ca_root.read_bytes())
             options.append(("grpc.ssl_target_name_override", SERVER_NAME))

@@ -115,7 +115,7 @@ class RootPublisher:
         from controller.informer.kubeclient import ApiError
 
         path = f"/api/v1/namespaces/{namespace}/configmaps"
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {

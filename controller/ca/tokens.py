@@ -82,10 +82,10 @@ class LocalTokens:
                 )
             tmp.rename(path)
             log.info("local token signer created", path=str(path))
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
+        loaded = serialization.load_pem_private_key(path.read_bytes(), None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{path}: not an EC private key")
-        return cls(key, key.public_key())
+        return cls(loaded, loaded.public_key())
 
     def issue(
         self,

@@ -35,7 +35,14 @@ from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from google.protobuf import struct_pb2
 
 from controller.model.kube import Pod
-from controller.model.security import AuthorizationPolicy, ClientTls, Condition, Operation, Source
+from controller.model.security import (
+    AuthorizationPolicy,
+    ClientTls,
+    Condition,
+    Operation,
+    PeerAuthentication,
+    Source,
+)
 from controller.model.snapshot import MeshSnapshot
 from controller.model.values import FrozenMap
 from controller.xds.resources import any_of
@@ -217,7 +224,7 @@ class MtlsPolicy:
 def workload_mtls(snapshot: MeshSnapshot, namespace: str, labels: FrozenMap[str]) -> MtlsPolicy:
     """Istio's resolution: the workload's policy over the namespace's over the mesh's; UNSET inherits;
     among several at one level the oldest wins. Port-level modes come from the workload policy."""
-    chosen: dict[int, object] = {}
+    chosen: dict[int, PeerAuthentication] = {}
     for pa in sorted(
         snapshot.peer_authentications(),
         key=lambda p: (p.meta.creation_timestamp, p.meta.namespace, p.meta.name),
@@ -226,13 +233,13 @@ def workload_mtls(snapshot: MeshSnapshot, namespace: str, labels: FrozenMap[str]
             chosen[pa.level] = pa
     mode = _DEFAULT_MODE
     for level in (0, 1, 2):
-        pa = chosen.get(level)
-        if pa is not None and pa.mode != "UNSET":  # type: ignore[attr-defined]
-            mode = pa.mode  # type: ignore[attr-defined]
+        found = chosen.get(level)
+        if found is not None and found.mode != "UNSET":
+            mode = found.mode
     ports: dict[int, str] = {}
     workload = chosen.get(2)
     if workload is not None:
-        for port, port_mode in workload.port_modes.items():  # type: ignore[attr-defined]
+        for port, port_mode in workload.port_modes.items():
             ports[int(port)] = mode if port_mode == "UNSET" else port_mode
     return MtlsPolicy(mode, ports)
 
