@@ -1,0 +1,193 @@
+"""The controller's mutual-TLS translation, checked as the sidecar reads it (fastpath.config): auto mTLS on
+clusters, DestinationRule tls modes, PeerAuthentication modes on virtualInbound, and what decides them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+
+from controller.model.snapshot import MeshState
+from controller.xds import clusters as cds
+from controller.xds import listeners as lds
+from controller.xds import security
+from controller.xds.generator import Translator, inbound_resources
+from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER
+from controller.xds.scope import ScopeKey
+from fastpath.config.clusters import compile_cluster, compile_endpoints
+from fastpath.config.listeners import compile_listener
+
+HOST = "db.shop.svc.cluster.local"
+NAME = "outbound|5432||" + HOST
+
+
+def mesh(*extra: dict[str, Any], tls_mode: bool = True) -> MeshState:
+    labels = {"app": "db", **({"security.istio.io/tlsMode": "istio"} if tls_mode else {})}
+    state = MeshState()
+    state.load(
+        {
+            "Namespace": [{"metadata": {"name": "shop"}}],
+            "Service": [
+                {
+                    "metadata": {"name": "db", "namespace": "shop"},
+                    "spec": {
+                        "clusterIP": "10.96.0.5",
+                        "selector": {"app": "db"},
+                        "ports": [{"name": "tcp", "port": 5432}],
+                    },
+                }
+            ],
+            "EndpointSlice": [
+                {
+                    "metadata": {
+                        "name": "db-1",
+                        "namespace": "shop",
+                        "labels": {"kubernetes.io/service-name": "db"},
+                    },
+                    "addressType": "IPv4",
+                    "ports": [{"name": "tcp", "port": 5432}],
+                    "endpoints": [
+                        {
+                            "addresses": ["10.0.0.7"],
+                            "conditions": {"ready": True},
+                            "targetRef": {"kind": "Pod", "name": "db-0", "namespace": "shop"},
+                        }
+                    ],
+                }
+            ],
+            "Pod": [
+                {
+                    "metadata": {"name": "db-0", "namespace": "shop", "labels": labels},
+                    "spec": {
+                        "serviceAccountName": "postgres",
+                        "containers": [{"name": "c", "ports": [{"containerPort": 5432}]}],
+                    },
+                    "status": {"podIP": "10.0.0.7"},
+                }
+            ],
+            "DestinationRule": [x for x in extra if x["kind"] == "DestinationRule"],
+            "PeerAuthentication": [x for x in extra if x["kind"] == "PeerAuthentication"],
+        }
+    )
+    return state
+
+
+def outbound(state: MeshState) -> tuple[Any, Any]:
+    view = Translator(state.snapshot).view(ScopeKey("shop", None, False))
+    c = cluster_pb2.Cluster.FromString(view.resources[CLUSTER][NAME].body)
+    e = endpoint_pb2.ClusterLoadAssignment.FromString(view.resources[ENDPOINT][NAME].body)
+    return compile_cluster(c), compile_endpoints(e)
+
+
+def dr(tls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "DestinationRule",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"host": "db", "trafficPolicy": {"tls": tls}},
+    }
+
+
+def pa(mode: str, namespace: str = "shop", **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "PeerAuthentication",
+        "metadata": {"name": f"pa-{namespace}-{mode.lower()}", "namespace": namespace},
+        "spec": {"mtls": {"mode": mode}, **spec},
+    }
+
+
+def test_auto_mtls_to_endpoints_with_a_sidecar_plain_text_to_the_rest() -> None:
+    cluster, endpoints = outbound(mesh())
+    assert cluster.tls is None and len(cluster.tls_matches) == 2
+    tls = cluster.tls_for(endpoints[0])
+    assert tls is not None
+    assert tls.sni == "outbound_.5432_._." + HOST
+    assert tls.common.cert_sds == "default" and tls.common.roots_sds == "ROOTCA"
+    assert tls.common.alpn == ("istio-peer-exchange", "istio")
+    assert tls.common.san is not None and tls.common.san.exact == {
+        "spiffe://cluster.local/ns/shop/sa/postgres"
+    }
+    # Without the injector's label the same cluster reaches the pod in plain text.
+    cluster, endpoints = outbound(mesh(tls_mode=False))
+    assert cluster.tls_for(endpoints[0]) is None
+
+
+def test_destination_rule_tls_modes() -> None:
+    cluster, _ = outbound(mesh(dr({"mode": "DISABLE"})))
+    assert cluster.tls is None and not cluster.tls_matches
+    cluster, _ = outbound(mesh(dr({"mode": "ISTIO_MUTUAL"}), tls_mode=False))
+    assert cluster.tls is not None and cluster.tls.common.cert_sds == "default"  # even without the label
+    cluster, _ = outbound(
+        mesh(
+            dr(
+                {
+                    "mode": "MUTUAL",
+                    "clientCertificate": "/c.pem",
+                    "privateKey": "/k.pem",
+                    "caCertificates": "/ca.pem",
+                    "sni": "db.example",
+                }
+            )
+        )
+    )
+    assert cluster.tls is not None
+    assert (
+        cluster.tls.common.cert_files == ("/c.pem", "/k.pem") and cluster.tls.common.roots_file == "/ca.pem"
+    )
+    assert cluster.tls.sni == "db.example"
+    cluster, _ = outbound(mesh(dr({"mode": "SIMPLE"})))
+    assert cluster.tls is not None and cluster.tls.common.cert_files is None
+    assert cluster.tls.common.roots_file == security.SYSTEM_CA_BUNDLE and cluster.tls.sni == HOST
+
+
+def test_peer_authentication_disable_turns_auto_mtls_off_towards_the_namespace() -> None:
+    cluster, _ = outbound(mesh(pa("DISABLE")))
+    assert not cluster.tls_matches
+    cluster, _ = outbound(mesh(pa("DISABLE", "istio-system"), pa("PERMISSIVE")))
+    assert cluster.tls_matches  # the namespace's policy wins over the mesh's
+
+
+def inbound_chains(state: MeshState) -> dict[str, Any]:
+    snapshot = state.snapshot
+    pod = snapshot.pod("shop", "db-0")
+    resources = inbound_resources(snapshot, pod)[LISTENER]
+    listener = compile_listener(listener_pb2.Listener.FromString(resources[lds.VIRTUAL_INBOUND].body))
+    assert listener.inspect_tls and listener.default_chain is None
+    return {c.name: c for c in listener.filter_chains}
+
+
+def test_inbound_chains_per_mode() -> None:
+    chains = inbound_chains(mesh())  # PERMISSIVE by default
+    name = cds.inbound_name(5432)
+    assert set(chains) == {
+        f"{name}-mtls",
+        f"{name}-plaintext",
+        f"{name}-tls-passthrough",
+        "virtualInbound-catchall-mtls",
+        "virtualInbound-catchall-plaintext",
+        "virtualInbound-catchall-tls-passthrough",
+    }
+    mtls = chains[f"{name}-mtls"]
+    assert mtls.tls is not None and mtls.tls.require_client_certificate
+    assert mtls.match.transport_protocol == "tls" and "istio" in mtls.match.application_protocols
+    strict = inbound_chains(mesh(pa("STRICT")))
+    assert set(strict) == {f"{name}-mtls", "virtualInbound-catchall-mtls"}
+    disabled = inbound_chains(mesh(pa("STRICT", "istio-system"), pa("DISABLE")))
+    assert set(disabled) == {name, "virtualInbound-catchall"} and disabled[name].tls is None
+    # Port-level: STRICT on the workload, PERMISSIVE on its port.
+    port_level = pa(
+        "STRICT", selector={"matchLabels": {"app": "db"}}, portLevelMtls={"5432": {"mode": "PERMISSIVE"}}
+    )
+    chains = inbound_chains(mesh(port_level))
+    assert f"{name}-plaintext" in chains and "virtualInbound-catchall-plaintext" not in chains
+
+
+def test_strict_leaves_nothing_for_plain_text() -> None:
+    from fastpath.config.listeners import select_chain
+
+    chains = tuple(inbound_chains(mesh(pa("STRICT"))).values())
+    assert select_chain(chains, "10.0.0.7", 5432, "", "raw_buffer", ()) is None
+    assert select_chain(chains, "10.0.0.7", 8080, "", "raw_buffer", ()) is None
+    chosen = select_chain(chains, "10.0.0.7", 5432, "", "tls", ("istio",))
+    assert chosen is not None and chosen.tls is not None
