@@ -250,6 +250,7 @@ class Proxy:
             on_handshake=handshake_done,
         )
         layer.on_lost = lost_before_handshake
+        layer.sni = sni  # from the tls_inspector: what RBAC's connection.sni sees
         return layer
 
     def _rbac_allows(
@@ -354,8 +355,9 @@ class Proxy:
         principal = info.get("principal", "")
         add = self.stats.tcp_add
         add("istio_tcp_connections_closed_total", reporter, name, flags, principal=principal)
-        add("istio_tcp_received_bytes_total", reporter, name, "-", session.bytes_received, principal=principal)
-        add("istio_tcp_sent_bytes_total", reporter, name, "-", session.bytes_sent, principal=principal)
+        received, sent = session.bytes_received, session.bytes_sent
+        add("istio_tcp_received_bytes_total", reporter, name, "-", received, principal=principal)
+        add("istio_tcp_sent_bytes_total", reporter, name, "-", sent, principal=principal)
         if session.response_flags != "-":
             self.stats.named[f"cluster.{name}.upstream_cx_connect_fail"] += 1
 

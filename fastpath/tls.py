@@ -203,6 +203,7 @@ class TlsLayer:
         "raw",
         "server_side",
         "session_cb",
+        "sni",
         "sslobj",
         "verify",
     )
@@ -244,6 +245,7 @@ class TlsLayer:
         self.peer_cert: dict[str, Any] | None = None
         self.principal = ""
         self.alpn: str | None = None
+        self.sni = server_hostname or ""  # server side: what the ClientHello asked for (set by the proxy)
 
     # -- protocol (below) ----------------------------------------------------------------------------
 

@@ -38,11 +38,13 @@ def request_input(ex: Exchange) -> RbacInput:
     target = head.target
     q = target.find(b"?")
     dst = conn.original_dst
+    tls = getattr(conn, "tls", None)
     return RbacInput(
         principal=getattr(conn, "peer_principal", ""),
         source_ip=_ip(conn.remote),
         dest_ip=dst[0] if dst else _ip(conn.local),
         dest_port=dst[1] if dst else 0,
+        sni=tls.sni if tls is not None else "",
         headers=head.get,
         method=head.method.decode("latin-1"),
         path=(target if q < 0 else target[:q]).decode("utf-8", "replace"),
