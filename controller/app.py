@@ -14,6 +14,7 @@ from controller.metrics import Metrics
 from controller.model.snapshot import MeshState, SnapshotUpdate
 from controller.model.values import ResourceKey
 from controller.sources.base import KINDS, Change, Source
+from controller.tap import TapHub
 from controller.validation import Issue
 from controller.validation.analyze import analyze
 from controller.xds.debounce import Debouncer
@@ -56,6 +57,7 @@ class Controller:
         self.secure_port = secure_port  # xDS + CA over TLS (15012), with the CA's serving certificate
         self.metrics = Metrics()
         self.push_log = PushLog()
+        self.tap = TapHub()  # sidecars' tap channels: `mizzen tap` and the dashboard's tap view
         self.state = MeshState()
         self.ready = asyncio.Event()
         self.translator: Translator | None = None
@@ -87,6 +89,7 @@ class Controller:
             ]
         )
         self._grpc.add_generic_rpc_handlers((self.ads.handler(),))
+        self._grpc.add_generic_rpc_handlers((self.tap.handler(),))
         if self.ca is not None:
             self._grpc.add_generic_rpc_handlers((self.ca.service.handler(),))
             await self.ca.start()

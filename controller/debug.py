@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from controller import dashboard
 from controller.sources.base import KINDS
 from controller.xds.dump import dump
 from controller.xds.server import resources_of
@@ -36,6 +37,7 @@ class DebugServer:
         app.router.add_get("/debug/invalid", self.invalid)
         app.router.add_get("/debug/warnings", self.warnings)
         app.router.add_get("/debug/config_dump", self.config_dump)
+        dashboard.register(app, controller)  # /dashboard, /debug/graph, /debug/tap
         app.router.add_get("/debug/configz", self.configz)
         self.app = app
 

@@ -15,7 +15,7 @@ import orjson
 from google.protobuf import json_format
 
 import fastpath
-from fastpath import app_health, metric_overrides
+from fastpath import app_health, metric_overrides, tap
 from fastpath.app_health import Prober
 from fastpath.config import SHORT
 from fastpath.localhttp import Reply, Routes
@@ -103,8 +103,16 @@ def admin_routes(
             "config_version": proxy.config.version,
             "active_connections": proxy.active_connections,
             "xds": xds.status() if xds is not None else None,
+            "taps": tap.active(),
         }
         return 200, orjson.dumps(info), JSON
+
+    def tap_stream(params: dict[str, str]) -> Any:
+        try:
+            tap.parse_params(params)
+        except tap.TapError as exc:
+            return 400, f"{exc}\n".encode(), TEXT
+        return tap.admin_stream(params)
 
     def quitquitquit(_: dict[str, str]) -> Reply:
         if workers > 1 and worker == 0:
@@ -134,6 +142,7 @@ def admin_routes(
     routes.get("/stats", stats)
     routes.get("/stats/prometheus", lambda _: prometheus(proxy, workers if worker == 0 else 1, supervisor))
     routes.get("/clusters", clusters)
+    routes.get("/tap", tap_stream)
     routes.post("/quitquitquit", quitquitquit)
     routes.post("/drain_listeners", drain_listeners)
     routes.post("/logging", logging_)

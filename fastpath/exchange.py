@@ -13,7 +13,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastpath import filters, hashing, headers, mirror
+from fastpath import filters, hashing, headers, mirror, tap
 from fastpath import upstream as pool
 from fastpath.clusters import Cluster, Host
 from fastpath.routing import Route, RouteAction
@@ -757,6 +757,8 @@ class Exchange:
         self._end_attempt()
         for f in self.chain:
             f.on_complete(self)
+        if tap.SESSIONS:  # someone is tapping (mizzen tap): nothing is recorded otherwise
+            tap.offer(self)
         self.conn.exchange_done(self)
 
     def abort(self, flags: str = "DC") -> None:

@@ -39,6 +39,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
+        self.gone = asyncio.Event()  # the client disconnected (ends a stream being served)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -53,6 +54,7 @@ class _Conn(asyncio.Protocol):
             self.queue.put_nowait(exc)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.gone.set()
         self.queue.put_nowait(None)
 
     async def _serve(self) -> None:
@@ -82,6 +84,9 @@ class _Conn(asyncio.Protocol):
                     result = handler(params)
                     if asyncio.iscoroutine(result):
                         result = await result
+                    if hasattr(result, "__anext__"):  # a stream (the admin /tap): served until it ends
+                        await self._stream(t, result)
+                        return
                     status, body, ctype = result  # type: ignore[misc]
                 except Exception as exc:  # an admin endpoint must not take the proxy down
                     status, body, ctype = 500, f"{type(exc).__name__}: {exc}\n".encode(), b"text/plain"
@@ -91,6 +96,32 @@ class _Conn(asyncio.Protocol):
             if close:
                 t.close()
                 return
+
+    async def _stream(self, t: asyncio.Transport, stream: Any) -> None:
+        """Chunked JSON lines until the stream ends or the client goes away; either way the stream is
+        closed, so whatever it holds (a tap session) is released."""
+        t.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            while not t.is_closing():
+                nxt = asyncio.ensure_future(stream.__anext__())
+                await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    break
+                try:
+                    chunk = nxt.result()
+                except StopAsyncIteration:
+                    t.write(b"0\r\n\r\n")
+                    break
+                t.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        finally:
+            gone.cancel()
+            await stream.aclose()
+            t.close()
 
 
 async def serve(routes: Routes, host: str, port: int) -> asyncio.AbstractServer:

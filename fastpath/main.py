@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp, tracing
+from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp, tap, tracing
 from fastpath.certs import CertConfig, CertificateClient, ReadyGate
 from fastpath import workers as workers_mod
 from fastpath.config import ConfigError
@@ -174,6 +174,7 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
     else:
         servers = [await workers_mod.serve_peer(routes, supervisor, worker)]
     client = None
+    channel = None
     if boot.ads is None:
         await proxy.apply(boot.static)
         log.info("proxy ready", listeners=list(proxy.servers), clusters=len(boot.static.clusters))
@@ -184,8 +185,25 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
         client = AdsClient(proxy, boot)
         proxy.xds = client
         client.start()
+        if worker == 0:
+            # The controller relays `mizzen tap` to sidecars over this channel (fastpath.tap).
+            meta = boot.node_metadata
+            channel = tap.TapChannel(
+                f"{boot.ads.host}:{boot.ads.port}",
+                {
+                    "id": boot.proto.node.id,
+                    "pod": str(meta.get("NAME") or ""),
+                    "namespace": identity.namespace,
+                    "workload": identity.workload,
+                },
+                loop,
+            )
+            channel.start()
         log.info("waiting for config", server=f"{boot.ads.host}:{boot.ads.port}", node=boot.proto.node.id)
     await quit_event.wait()
+    tap.end_all()
+    if channel is not None:
+        channel.stop()
     log.info("draining", connections=proxy.active_connections, deadline_s=args.drain_time_s)
     if client is not None:
         await client.stop()

@@ -11,7 +11,17 @@ from typing import Any
 
 from mizzen import output
 
-COMMANDS = ("install", "uninstall", "manifest", "kube-inject", "analyze", "proxy-status", "proxy-config")
+COMMANDS = (
+    "install",
+    "uninstall",
+    "manifest",
+    "kube-inject",
+    "analyze",
+    "proxy-status",
+    "proxy-config",
+    "tap",
+    "dashboard",
+)
 
 
 def _cluster(p: argparse.ArgumentParser) -> None:
@@ -47,6 +57,10 @@ def _out(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(top: Any) -> None:
+    from mizzen import dashboard, tap
+
+    tap.add_parser(top)
+    dashboard.add_parser(top)
     p = top.add_parser("install", help="install Mizzen into a cluster (server-side apply) and wait")
     _values(p)
     _cluster(p)
@@ -276,6 +290,18 @@ def _proxy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tap(args: argparse.Namespace) -> int:
+    from mizzen import tap
+
+    return tap.run(args)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from mizzen import dashboard
+
+    return dashboard.run(args)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one of ``COMMANDS``; clear one-line errors instead of tracebacks."""
     from controller.inject.config import ConfigError
@@ -294,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
             "analyze": _analyze,
             "proxy-status": _proxy_status,
             "proxy-config": _proxy_config,
+            "tap": _tap,
+            "dashboard": _dashboard,
         }[args.command]
         return handler(args)
     except (

@@ -15,7 +15,7 @@ from fastpath.otlp import decode
 class OtlpReceiver:
     """Collects spans; ``status`` is what it answers (set 503 to play a failing collector)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests: list[dict[str, str]] = []
         self.status = 200
@@ -38,7 +38,7 @@ class OtlpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
