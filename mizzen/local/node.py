@@ -349,6 +349,7 @@ class LocalNode:
         stdin: int | IO[Any] | None = None,
         stdout: int | IO[Any] | None = None,
         stderr: int | IO[Any] | None = None,
+        cwd: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` in the pod as ``uid``/``gid`` and track its PID; the caller owns the Popen."""
         gid = uid if gid is None else gid
@@ -357,7 +358,15 @@ class LocalNode:
             if not netns.exists(pod.netns):
                 raise NodeError(f"pod {namespace}/{pod_name} has no netns {pod.netns}")
             proc = procs.spawn(
-                pod.netns, argv, uid=uid, gid=gid, env=env, stdin=stdin, stdout=stdout, stderr=stderr
+                pod.netns,
+                argv,
+                uid=uid,
+                gid=gid,
+                env=env,
+                cwd=cwd,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
             )
             started = procs.start_time(proc.pid) or 0
             pod.processes = [p for p in pod.processes if procs.alive(p.pid, p.start_time)]
