@@ -253,9 +253,18 @@ class Exchange:
         if action.prefix_rewrite is not None or action.regex_rewrite is not None:
             target = self._rewrite_target(route, action, target)
         extra_bytes = b"".join(extra)
+        remove = route.request_headers_to_remove
+        state = self.filter_state
+        if state is not None and "xfcc" in state:
+            # x-forwarded-client-cert, from the HCM's forward_client_cert_details (fastpath.filters.xfcc)
+            xfcc = state["xfcc"]
+            if xfcc:
+                set_headers[b"x-forwarded-client-cert"] = xfcc
+            else:
+                remove = remove | {b"x-forwarded-client-cert"}
         if (
             not set_headers
-            and not route.request_headers_to_remove
+            and not remove
             and target is head.target
             and host is head.host
             and head.host is not None
@@ -264,9 +273,7 @@ class Exchange:
         if host is None:
             # HTTP/1.0 without Host: name the upstream, as Envoy does.
             host = self.cluster.name.rsplit("|", 1)[-1].encode() if self.cluster else b"localhost"
-        return headers.rebuild_request(
-            head, target, host, route.request_headers_to_remove, set_headers, extra_bytes
-        )
+        return headers.rebuild_request(head, target, host, remove, set_headers, extra_bytes)
 
     @staticmethod
     def _rewrite_target(route: Route, action: RouteAction, target: bytes) -> bytes:

@@ -26,6 +26,8 @@ _HCM_FIELDS = {
     "common_http_protocol_options",
     "http_protocol_options",
     "server_name",
+    "forward_client_cert_details",
+    "set_current_client_cert_details",
     "max_request_headers_kb",
     "stream_idle_timeout",
     "request_timeout",
@@ -129,6 +131,14 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
         if not filters.known(f.typed_config.type_url) and f.is_optional:
             continue  # Envoy skips unknown optional filters too
         chain.append(filters.build(res, fpath, f.typed_config.type_url, f.typed_config, f.name))
+    if h.forward_client_cert_details or h.HasField("set_current_client_cert_details"):
+        from fastpath.filters import xfcc
+
+        details = h.set_current_client_cert_details
+        res.reject_unsupported(
+            details, join(path, "set_current_client_cert_details"), {"subject", "uri", "dns"}
+        )
+        chain.insert(0, xfcc.build(h.forward_client_cert_details, details))
     common = h.common_http_protocol_options
     res.reject_unsupported(
         common,
