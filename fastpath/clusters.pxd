@@ -48,6 +48,7 @@ cdef class Cluster:
     cdef public object detector
     cpdef Host pick(self, Host exclude=*)
     cpdef Host pick_hash(self, object key, Host exclude=*)
+    cpdef report(self, Host host, long status, bint local_origin=*)
     cpdef bump(self, str stat, long n=*)
 
 

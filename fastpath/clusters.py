@@ -196,8 +196,13 @@ class Cluster:
 
     def report(self, host: Host, status: int, local_origin: bool = False) -> None:
         """Passive health: one outcome of a request to ``host`` (see ``fastpath.outlier``)."""
-        if self.detector is not None:
-            self.detector.report(host, status, local_origin)
+        if self.detector is None:
+            return
+        if status < 500 and not local_origin and not (
+            host.consecutive_5xx or host.consecutive_gateway or host.consecutive_local
+        ):
+            return  # a success with no error run to break: the detector has nothing to do
+        self.detector.report(host, status, local_origin)
 
     # -- DNS ----------------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 together they route traffic nowhere.
 
 - a VirtualService route to a subset no DestinationRule defines (Istio's IST0101; requests get 503 NR);
-- a route to a host that neither a Service nor a ServiceEntry provides (IST0101, "referenced host not found").
+- a route to a host that neither a Service nor a ServiceEntry provides (IST0101, "referenced host not found");
+- two VirtualServices for one host bound to the sidecars (IST0109): sidecars use the older one for that
+  host and ignore the newer (gateways merge them instead).
 """
 
 from __future__ import annotations
@@ -40,11 +42,41 @@ def analyze(snapshot: MeshSnapshot) -> Mapping[ResourceKey, tuple[Issue, ...]]:
     hosts = known_hosts(snapshot)
     wildcards = [h for h in hosts if is_wildcard(h)]
     rules = list(snapshot.destination_rules())
+    conflicts = _mesh_host_conflicts(snapshot)
     out: dict[ResourceKey, tuple[Issue, ...]] = {}
     for vs in snapshot.virtual_services():
-        issues = list(_analyze_virtual_service(vs, hosts, wildcards, rules))
+        issues = list(_analyze_virtual_service(vs, hosts, wildcards, rules)) + conflicts.get(vs.key, [])
         if issues:
             out[vs.key] = tuple(issues)
+    return out
+
+
+def _seen_together(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether some namespace sees both (exportTo sets; ``*`` is every namespace)."""
+    return "*" in a or "*" in b or bool(a & b)
+
+
+def _mesh_host_conflicts(snapshot: MeshSnapshot) -> dict[ResourceKey, list[Issue]]:
+    """IST0109: a host defined by several VirtualServices bound to the mesh. Sidecars use the oldest one
+    for it (as Istio picks one), so each newer one is told which older one wins."""
+    owner: dict[str, VirtualService] = {}
+    out: dict[ResourceKey, list[Issue]] = {}
+    ordered = sorted(snapshot.virtual_services(), key=lambda v: (v.meta.creation_timestamp, v.key))
+    for vs in ordered:
+        if not vs.applies_to_mesh or not vs.hosts:
+            continue
+        for i, host in enumerate(vs.hosts):
+            first = owner.setdefault(host, vs)
+            if first is not vs and _seen_together(first.export_to, vs.export_to):
+                out.setdefault(vs.key, []).append(
+                    Issue(
+                        "warning",
+                        f"hosts[{i}]",
+                        f"{host} is also defined by VirtualService {first.meta.namespace}/{first.meta.name}, "
+                        "which sidecars use for it; this one is ignored there (merge them, or bind one to "
+                        "a gateway)",
+                    )
+                )
     return out
 
 
@@ -53,6 +85,7 @@ def _analyze_virtual_service(
 ) -> Iterable[Issue]:
     routes = [(f"http[{i}].route", r.route) for i, r in enumerate(vs.http)]
     routes += [(f"tcp[{i}].route", r.route) for i, r in enumerate(vs.tcp)]
+    routes += [(f"tls[{i}].route", r.route) for i, r in enumerate(vs.tls)]
     for path, destinations in routes:
         for j, dest in enumerate(destinations):
             host, subset = dest.destination.host, dest.destination.subset

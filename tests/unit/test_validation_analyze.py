@@ -59,3 +59,28 @@ def test_route_to_an_unknown_host_is_reported() -> None:
         "VirtualService default/reviews: http[0].route[1].destination.host: "
         "no Service or ServiceEntry provides ratings.default.svc.cluster.local",
     ]
+
+
+def test_two_virtual_services_for_one_mesh_host_are_reported() -> None:
+    def vs(name: str, stamp: str, gateways: list[str] | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "hosts": ["reviews"],
+            "http": [{"route": [{"destination": {"host": "reviews"}}]}],
+        }
+        if gateways:
+            spec["gateways"] = gateways
+        return {
+            "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": stamp},
+            "spec": spec,
+        }
+
+    raw = objects(["v1"])
+    raw["VirtualService"] = [vs("older", "2024-01-01T00:00:00Z"), vs("newer", "2024-06-01T00:00:00Z")]
+    assert messages(raw) == [
+        "VirtualService default/newer: hosts[0]: reviews.default.svc.cluster.local is also defined by "
+        "VirtualService default/older, which sidecars use for it; this one is ignored there (merge them, or "
+        "bind one to a gateway)"
+    ]
+    raw["VirtualService"][1] = vs("newer", "2024-06-01T00:00:00Z", gateways=["ingress"])
+    assert messages(raw) == []  # bound to a gateway only: gateways merge them
