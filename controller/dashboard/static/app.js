@@ -320,5 +320,6 @@ document.getElementById("tap-form").addEventListener("submit", (ev) => {
   startTap(ev.target);
 });
 document.getElementById("tap-stop").addEventListener("click", stopTap);
+window.addEventListener("hashchange", () => show(location.hash.slice(1) || "graph"));
 show((location.hash || "#graph").slice(1) || "graph");
 setInterval(tick, POLL_MS);
