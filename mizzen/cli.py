@@ -1,11 +1,14 @@
 """The ``mizzen`` command line. Thin: it parses, calls the library, prints.
 
+mizzen local up [DIR|FILE...] [--timeout S]      the whole mesh on this machine, from Kubernetes YAML
+mizzen local apply -f FILE|DIR / delete -f FILE|DIR
+mizzen local status [-o json]
+mizzen local exec POD|deploy/NAME [--namespace NS] [--uid N] [--gid N] -- CMD...
+mizzen local logs POD|deploy/NAME [-c CONTAINER] [-f] [--tail N]
+mizzen local down
 mizzen local pod add NAME [--namespace NS] [--label k=v] [--annotation k=v] [--ns-label k=v] [--inject]
 mizzen local pod del NAME [--namespace NS]
-mizzen local exec POD [--namespace NS] [--uid N] [--gid N] -- CMD...
-mizzen local status [-o json]
-mizzen local down
-mizzen demo
+mizzen demo [--once] [--requests N]
 mizzen install | uninstall | manifest generate [--profile P] [-f values.yaml] [--set k=v]
 mizzen kube-inject -f FILE | analyze [FILES] | proxy-status | proxy-config TYPE POD
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +38,10 @@ _INJECT_STATUS = json.dumps(
 )
 
 
+DEFAULT_SERVICE_CIDR = "10.96.0.0/24"  # the mesh's ClusterIPs (routed inside pods only)
+MESH_VERBS = ("up", "apply", "delete", "logs", "agent")
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -45,11 +53,17 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     from mizzen.local import node
 
     g = parser.add_argument_group("node", "where the node keeps its state; the rest apply when it comes up")
-    g.add_argument("--state-dir", type=Path, default=node.DEFAULT_STATE_DIR)
+    g.add_argument(
+        "--state-dir", type=Path, default=Path(os.environ.get("MIZZEN_STATE_DIR") or node.DEFAULT_STATE_DIR)
+    )
     g.add_argument("--bridge", default=node.DEFAULT_BRIDGE)
     g.add_argument("--subnet", default=node.DEFAULT_SUBNET)
     g.add_argument("--netns-prefix", default=node.DEFAULT_NETNS_PREFIX)
-    g.add_argument("--service-cidr", default=None, help="route this range (service VIPs) via the bridge")
+    g.add_argument(
+        "--service-cidr",
+        default=None,
+        help=f"route this range (service VIPs) via the bridge (`up`: default {DEFAULT_SERVICE_CIDR})",
+    )
     g.add_argument(
         "--no-capture",
         dest="capture",
@@ -86,8 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--namespace", "-n", default="default")
 
-    ex = verbs.add_parser("exec", help="run a command in a pod")
-    ex.add_argument("pod")
+    up = verbs.add_parser("up", help="the whole mesh on this machine: controller, gateway, pods from YAML")
+    up.add_argument("sources", nargs="*", type=Path, metavar="DIR|FILE", help="Kubernetes and Istio YAML")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    for verb, text in (("apply", "create or change objects (kubectl apply)"), ("delete", "remove objects")):
+        change = verbs.add_parser(verb, help=text)
+        change.add_argument(
+            "-f", "--filename", dest="sources", type=Path, action="append", required=True, metavar="FILE|DIR"
+        )
+        change.add_argument(
+            "--timeout", type=float, default=120.0, help="seconds to wait until it is in force"
+        )
+        change.add_argument("--no-wait", dest="wait", action="store_false")
+    lg = verbs.add_parser("logs", help="a container's output")
+    lg.add_argument("pod", help="POD or deploy/NAME")
+    lg.add_argument("--namespace", "-n", default="default")
+    lg.add_argument("-c", "--container", default=None, help="default: the first app container")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("--tail", type=int, default=None)
+    verbs.add_parser("agent", help=argparse.SUPPRESS)
+
+    ex = verbs.add_parser("exec", help="run a command in a pod (its traffic goes through its sidecar)")
+    ex.add_argument("pod", help="POD, or deploy/NAME in a local mesh")
     ex.add_argument("--namespace", "-n", default="default")
     ex.add_argument("--uid", type=int, default=0)
     ex.add_argument("--gid", type=int, default=None, help="defaults to the uid")
@@ -99,8 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("down", help="remove every pod and the node (also after a crash)")
 
-    demo_p = top.add_parser("demo", help="run the local demo")
-    demo_p.add_argument("--keep", action="store_true", help="leave the demo's pods running at the end")
+    demo_p = top.add_parser("demo", help="Bookinfo on a local mesh, and Istio's traffic management on it")
+    _node_options(demo_p)
+    demo_p.add_argument("--once", action="store_true", help="take the mesh down at the end (CI)")
+    demo_p.add_argument("--requests", type=int, default=30, help="requests per step")
+    demo_p.add_argument("--examples", type=Path, default=None, help="the examples/bookinfo folder")
 
     from mizzen import kubecli
 
@@ -111,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _open_node(args: argparse.Namespace) -> Any:
     from mizzen.local import LocalNode, NodeConfig
 
+    service_cidr = args.service_cidr
+    if service_cidr is None and (getattr(args, "verb", None) == "up" or args.command == "demo"):
+        service_cidr = DEFAULT_SERVICE_CIDR
     return LocalNode.open(
         NodeConfig(
             state_dir=args.state_dir,
@@ -119,7 +159,7 @@ def _open_node(args: argparse.Namespace) -> Any:
             netns_prefix=args.netns_prefix,
             capture=args.capture,
             cni_plugin=args.cni_plugin,
-            service_cidr=args.service_cidr,
+            service_cidr=service_cidr,
             log_level=args.log_level or "info",
         )
     )
@@ -146,17 +186,32 @@ def _pod_add(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
+    from mizzen.local.meshctl import Mesh
+
     cmd = args.cmd
     if not cmd:
         print("mizzen local exec: no command given (use: exec POD -- CMD...)", file=sys.stderr)
         return 2
-    return int(_open_node(args).run(args.pod, cmd, namespace=args.namespace, uid=args.uid, gid=args.gid))
+    node = _open_node(args)
+    pod = args.pod
+    mesh = Mesh(node)
+    if mesh.is_up:
+        pod = mesh.find_pod(pod, args.namespace)["name"]
+    return int(node.run(pod, cmd, namespace=args.namespace, uid=args.uid, gid=args.gid))
 
 
 def _status(args: argparse.Namespace) -> int:
-    status = _open_node(args).status()
+    from mizzen.local.meshctl import Mesh, print_status
+
+    node = _open_node(args)
+    status = node.status()
+    mesh = Mesh(node)
+    status["mesh"] = mesh.status() if mesh.is_up else None
     if args.output == "json":
         print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    if status["mesh"] is not None:
+        print_status(status["mesh"], sys.stdout)
         return 0
     cfg = status["config"]
     print(
@@ -184,9 +239,50 @@ def _local(args: argparse.Namespace) -> int:
     if args.verb == "status":
         return _status(args)
     if args.verb == "down":
-        _open_node(args).down()
+        from mizzen.local.meshctl import Mesh
+
+        node = _open_node(args)
+        Mesh(node).down()
+        print(f"mizzen local down: everything under {node.config.state_dir} removed")
         return 0
+    if args.verb in MESH_VERBS:
+        return _mesh(args)
     raise AssertionError(f"unhandled verb {args.verb}")
+
+
+def _mesh(args: argparse.Namespace) -> int:
+    from mizzen.local.meshctl import Mesh, print_status
+
+    node = _open_node(args)
+    if args.verb == "agent":
+        from mizzen.local.mesh import MeshAgent
+
+        return MeshAgent(node).run()
+    mesh = Mesh(node)
+    if args.verb == "up":
+        status = mesh.up(args.sources, timeout=args.timeout)
+        print()
+        print_status(status, sys.stdout)
+        return 0
+    if args.verb in ("apply", "delete"):
+        change = mesh.apply if args.verb == "apply" else mesh.delete
+        for line in change(args.sources, timeout=args.timeout, wait=args.wait):
+            print(line)
+        return 0
+    mesh.logs(args.pod, args.namespace, args.container, follow=args.follow, tail=args.tail)
+    return 0
+
+
+def _local_controller() -> str | None:
+    """The local mesh's controller debug address, when a local mesh is up (proxy-status works on it)."""
+    from mizzen.local import node
+    from mizzen.local.meshstate import MeshPaths, agent_alive
+    from mizzen.local.state import read_json
+
+    paths = MeshPaths(Path(os.environ.get("MIZZEN_STATE_DIR") or node.DEFAULT_STATE_DIR))
+    if not paths.exists or not agent_alive(paths):
+        return None
+    return ((read_json(paths.status_file) or {}).get("controller") or {}).get("debug")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,8 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--log-level", default=None)
     level = early.parse_known_args(argv)[0].log_level
-    # The demo narrates on stdout; node bookkeeping logs would drown it unless asked for.
-    logs.setup(level or ("warning" if argv[:1] == ["demo"] else None))
+    # The demo and the mesh commands narrate on stdout; node bookkeeping logs would drown it unless asked for.
+    quiet = argv[:1] == ["demo"] or bool(set(argv) & {"up", "apply", "delete", "logs", "down"})
+    logs.setup(level or ("warning" if quiet else None))
     args = build_parser().parse_args(argv)
     if tail:
         if getattr(args, "verb", None) != "exec":
@@ -210,18 +307,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cmd = [*args.cmd, *tail]
     from mizzen import kubecli
 
+    if args.command in ("proxy-status", "proxy-config") and not (
+        args.controller_address or args.kubeconfig or args.context
+    ):
+        args.controller_address = _local_controller()
     if args.command in kubecli.COMMANDS:
         return kubecli.run(args)
-    if args.command == "demo":
-        from mizzen.local import demo
-
-        return demo.run(["--keep"] if args.keep else [])
     from mizzen.local import CniError, NodeError
     from mizzen.local.cnipath import PluginNotFound
+    from mizzen.local.meshctl import MeshError
     from mizzen.local.netns import CommandError
 
     try:
+        if args.command == "demo":
+            from mizzen.local import demo
+
+            return demo.run(_open_node(args), once=args.once, requests=args.requests, examples=args.examples)
         return _local(args)
-    except (CniError, NodeError, PluginNotFound, CommandError) as exc:
+    except (CniError, NodeError, PluginNotFound, CommandError, MeshError) as exc:
         print(f"mizzen: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,224 +1,230 @@
-"""``mizzen demo``: the local demo.
+"""``mizzen demo``: Bookinfo on a local mesh, and Istio's traffic management shown on it.
 
-Today it shows the capture half of the mesh: pods created through the real CNI
-chain (bridge + host-local + mizzen-cni), Istio's rules in their network
-namespaces, and a plain HTTP request from one pod to another redirected to
-15001 on the way out and 15006 on the way in. A capture tracer stands where the
-sidecar will: it reports each redirected connection and relays it like a proxy.
+It brings up the whole mesh (``mizzen local up``: the controller, the ingress gateway, and the four
+Bookinfo services in their pods, each with its sidecar), then walks through Istio's own tasks, applying
+the YAML from ``examples/bookinfo/networking`` and calling the product page through the ingress gateway
+after each step, counting what a reader would see: which reviews version answered, whether the ratings
+stars could be shown. Each step checks its outcome. The mesh is left up to explore (``--once`` takes it
+down, for CI).
 """
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
+import http.client
+import json
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from mizzen.local.node import LocalNode, NodeConfig, PodSpec
-from mizzen.local.trace import PodTracer, wait_for
+from mizzen.local.meshctl import Mesh, MeshError
+from mizzen.local.node import LocalNode
 
-NAMESPACE = "demo"
-MESH_NS = {"istio-injection": "enabled"}
-INJECTED = {"sidecar.istio.io/status": '{"containers":["istio-proxy"],"mizzen":"demo"}'}
-APP_PORT = 8080
-
-CLIENT = r"""
-import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=5) as resp:
-    print(resp.status, len(resp.read()))
-"""
+LOOKS = {"v1": "no stars", "v2": "black stars", "v3": "red stars"}
+ORIGIN = "mizzen demo"
 
 
-def _say(text: str = "", *, indent: int = 0) -> None:
-    print(" " * indent + text, flush=True)
+@dataclass
+class Page:
+    """What one reader saw: the product page's JSON view, and how long it took."""
+
+    status: int
+    version: str | None
+    ratings: bool | None  # None: this version shows no ratings
+    seconds: float
 
 
-def _client(node: LocalNode, url: str, uid: int = 0) -> str:
-    proc = node.spawn(
-        "client",
-        [sys.executable, "-c", CLIENT, url],
-        namespace=NAMESPACE,
-        uid=uid,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = proc.communicate(timeout=20)
-    if proc.returncode != 0:
-        return "failed: " + (err.decode().strip().splitlines() or ["?"])[-1]
-    status, size = out.decode().split()
-    return f"HTTP {status}, {size} bytes"
+def find_examples(explicit: Path | None) -> Path:
+    """examples/bookinfo: as given, else under the current directory, else beside this checkout."""
+    candidates = [explicit] if explicit else [Path.cwd() / "examples" / "bookinfo"]
+    if not explicit:
+        candidates.append(Path(__file__).resolve().parents[2] / "examples" / "bookinfo")
+    for path in candidates:
+        if path and (path / "platform").is_dir() and (path / "networking").is_dir():
+            return path.resolve()
+    raise MeshError("examples/bookinfo not found: run from the checkout, or pass --examples DIR")
 
 
-def _rules(node: LocalNode, pod: str) -> list[str]:
-    netns = node.get_pod(pod, NAMESPACE).netns
-    out = subprocess.run(
-        ["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line for line in out.splitlines() if line.startswith("-A") and "ISTIO_" in line]
+class Reader:
+    """A browser at the ingress gateway: one kept-alive connection, as a user's."""
+
+    def __init__(self, host: str, port: int = 80) -> None:
+        self.host, self.port = host, port
+        self.conn: http.client.HTTPConnection | None = None
+
+    def page(self, user: str | None = None) -> Page:
+        headers = {"end-user": user} if user else {}
+        start = time.monotonic()
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self.conn.request("GET", "/api/v1/productpage", headers=headers)
+                response = self.conn.getresponse()
+                body = response.read()
+                break
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    return Page(0, None, None, time.monotonic() - start)
+        elapsed = time.monotonic() - start
+        if response.status != 200:
+            return Page(response.status, None, None, elapsed)
+        data: dict[str, Any] = json.loads(body)
+        return Page(200, data.get("reviewsVersion"), data.get("ratingsReachable"), elapsed)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
-def _new(events: list[dict[str, Any]], since: int) -> list[dict[str, Any]]:
-    return [e for e in events[since:] if e.get("relayed")]
+def _looks(page: Page) -> str:
+    if page.status != 200:
+        return f"HTTP {page.status}" if page.status else "no answer"
+    if page.version is None:
+        return "reviews unavailable"
+    return f"reviews {page.version} ({LOOKS.get(page.version, '?')})"
 
 
-def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mizzen demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="leave the demo's pods running at the end")
-    args = parser.parse_args(argv or [])
+def _bar(count: int, total: int, width: int = 30) -> str:
+    filled = round(width * count / total) if total else 0
+    return "#" * filled + "." * (width - filled)
 
-    node = LocalNode.open(NodeConfig())
-    brought_up = not node.is_up
-    _say("mizzen demo: traffic capture without init containers\n")
-    node.up()
-    cfg = node.config
-    _say(
-        f"[1/5] local node up: bridge {cfg.bridge} {cfg.subnet}; CNI chain bridge -> host-local -> mizzen-cni"
-    )
 
-    for name in ("client", "server", "outsider"):
-        node.delete_pod(name, NAMESPACE, force=True)
-    tracers: list[PodTracer] = []
+class Demo:
+    def __init__(self, mesh: Mesh, examples: Path, requests: int, say: Callable[[str], None]) -> None:
+        self.mesh = mesh
+        self.examples = examples
+        self.requests = requests
+        self.say = say
+        self.failed: list[str] = []
+        self.reader: Reader | None = None
+
+    def apply(self, *files: str) -> None:
+        paths = [self.examples / "networking" / f for f in files]
+        self.say(
+            "      $ mizzen local apply "
+            + " ".join(f"-f {p.relative_to(self.examples.parent)}" for p in paths)
+        )
+        for line in self.mesh.apply(paths):
+            self.say(f"        {line}")
+
+    def tally(self, user: str | None) -> tuple[Counter[str | None], list[Page]]:
+        assert self.reader is not None
+        pages = [self.reader.page(user) for _ in range(self.requests)]
+        versions: Counter[str | None] = Counter(p.version for p in pages)
+        seen: Counter[str] = Counter(_looks(p) for p in pages)
+        who = f"as {user}" if user else "as anyone"
+        self.say(f"      {who}, {len(pages)} requests through the ingress gateway:")
+        for label in sorted(seen):
+            self.say(f"        {label:<28} {_bar(seen[label], len(pages))} {seen[label]:>3}")
+        return versions, pages
+
+    def check(self, ok: bool, what: str) -> None:
+        self.say(f"      {'ok' if ok else 'NOT AS EXPECTED'}: {what}")
+        if not ok:
+            self.failed.append(what)
+
+    def run(self) -> None:
+        n = self.requests
+        self.say("\n[1/6] No routing rules: each request goes to any reviews pod (v1, v2 or v3)")
+        versions, _ = self.tally(None)
+        self.check(set(versions) == {"v1", "v2", "v3"}, "all three versions answer")
+
+        self.say(
+            "\n[2/6] Route everything to v1 (subsets by the version label, then one VirtualService each)"
+        )
+        self.apply("destination-rule-all.yaml", "virtual-service-all-v1.yaml")
+        versions, _ = self.tally(None)
+        self.check(versions == Counter({"v1": n}), "only v1 answers")
+
+        self.say("\n[3/6] Header routing: the user jason gets v2, everyone else stays on v1")
+        self.apply("virtual-service-reviews-test-v2.yaml")
+        jason, _ = self.tally("jason")
+        others, _ = self.tally(None)
+        self.check(jason == Counter({"v2": n}) and others == Counter({"v1": n}), "jason sees v2, others v1")
+
+        self.say("\n[4/6] Traffic shifting: half of the requests to v3")
+        self.apply("virtual-service-reviews-50-v3.yaml")
+        versions, _ = self.tally(None)
+        self.check(set(versions) == {"v1", "v3"}, "v1 and v3 share the traffic, nothing else answers")
+
+        self.say("\n[5/6] Fault injection: for jason, ratings fails with HTTP 500 (jason is back on v2)")
+        self.apply("virtual-service-reviews-test-v2.yaml", "virtual-service-ratings-test-abort.yaml")
+        _, pages = self.tally("jason")
+        unreachable = sum(1 for p in pages if p.version == "v2" and p.ratings is False)
+        self.say(
+            f"      jason's page says 'Ratings service is currently unavailable' {unreachable}/{n} times"
+        )
+        others, _ = self.tally(None)
+        self.check(unreachable == n and others == Counter({"v1": n}), "only jason loses the ratings")
+
+        self.say("\n[6/6] Fault injection: for jason, ratings answers 7 s late; reviews waits 2.5 s for it")
+        self.apply("virtual-service-ratings-test-delay.yaml")
+        assert self.reader is not None
+        pages = [self.reader.page("jason") for _ in range(2)]
+        for page in pages:
+            self.say(
+                f"      as jason: reviews {page.version}, ratings "
+                f"{'shown' if page.ratings else 'unavailable'}, the page took {page.seconds:.1f} s"
+            )
+        self.check(
+            all(p.version == "v2" and p.ratings is False and p.seconds >= 2.4 for p in pages),
+            "the delay shows: the page waits for reviews' own timeout, then renders without stars",
+        )
+
+
+def run(node: LocalNode, *, once: bool = False, requests: int = 30, examples: Path | None = None) -> int:
+    """The demo on ``node``; 0 when every step showed what it should."""
+    say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
+    folder = find_examples(examples)
+    mesh = Mesh(node, say)
+    say("mizzen demo: Bookinfo on a local mesh, and Istio's traffic management on it\n")
+    if mesh.is_up:
+        if mesh.origin != ORIGIN:
+            raise MeshError(
+                "a local mesh is already up: `mizzen local down` first (or explore it: `mizzen local status`)"
+            )
+        say("      (the mesh of an earlier `mizzen demo` is still up: taking it down first)")
+        mesh.down()
+    say(f"      $ mizzen local up {folder.relative_to(folder.parent.parent)}/platform ...")
+    demo = Demo(mesh, folder, requests, say)
     try:
-        ips = {}
-        for name, labels in (
-            ("client", {}),
-            ("server", {}),
-            ("outsider", {"sidecar.istio.io/inject": "false"}),
-        ):
-            pod = node.add_pod(
-                PodSpec(
-                    name=name,
-                    namespace=NAMESPACE,
-                    labels={"app": name, **labels},
-                    annotations=INJECTED,
-                    namespace_labels=MESH_NS,
-                )
-            )
-            ips[name] = pod.ip
-        _say("[2/5] pods created through the CNI chain (namespace labelled istio-injection=enabled):")
-        for name in ips:
-            rules = _rules(node, name)
-            verdict = (
-                f"captured, {len(rules)} rules" if rules else "not captured (sidecar.istio.io/inject=false)"
-            )
-            _say(f"{NAMESPACE}/{name:<9} {ips[name]:<15} {verdict}", indent=6)
-
-        _say(f"[3/5] capture rules written by mizzen-cni in {NAMESPACE}/client (nat table, Istio's layout):")
-        for line in _rules(node, "client"):
-            _say(line, indent=6)
-
-        client_t = PodTracer(node, "client", NAMESPACE)
-        server_t = PodTracer(node, "server", NAMESPACE)
-        tracers += [client_t, server_t]
-        app = node.spawn(
-            "server",
-            [sys.executable, "-m", "http.server", str(APP_PORT), "--bind", "0.0.0.0"],
-            namespace=NAMESPACE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        status = mesh.up(
+            [folder / "platform", folder / "networking" / "bookinfo-gateway.yaml"], origin=ORIGIN
         )
-        node.spawn(
-            "outsider",
-            [sys.executable, "-m", "http.server", str(APP_PORT)],
-            namespace=NAMESPACE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in ("server", "outsider"):
-            _wait_listening(node, name, APP_PORT)
-        _say("[4/5] a capture tracer listens on :15001 and :15006 in client and server as UID 1337, where")
-        _say(
-            "the sidecar runs; server and outsider run an HTTP app on :8080 (python -m http.server)", indent=6
-        )
-
-        url = f"http://{ips['server']}:{APP_PORT}/"
-        _say(f"[5/5] client (UID 0, a plain app) -> {url}")
-        c0, s0 = len(client_t.events), len(server_t.events)
-        result = _client(node, url)
-        wait_for(lambda: bool(_new(server_t.events, s0)), "the server's inbound event", timeout=5)
-        checks = {
-            "client outbound captured": [e["original_dst"] for e in _new(client_t.events, c0)] == [url[7:-1]],
-            "server inbound captured": [e["original_dst"] for e in _new(server_t.events, s0)] == [url[7:-1]],
-            "request answered": result.startswith("HTTP 200"),
-        }
-        for e in _new(client_t.events, c0):
-            _say(
-                f"client   :15001  outbound captured, original destination {e['original_dst']} "
-                "(SO_ORIGINAL_DST); relayed as UID 1337, not captured again",
-                indent=6,
-            )
-        for e in _new(server_t.events, s0):
-            _say(
-                f"server   :15006  inbound captured from {e['source'].rsplit(':', 1)[0]}, "
-                f"original destination {e['original_dst']}; relayed to the app from 127.0.0.6",
-                indent=6,
-            )
-        _say(f"client   got {result}", indent=6)
-
-        c0 = len(client_t.events)
-        result = _client(node, f"http://{ips['outsider']}:{APP_PORT}/")
-        dst = [e["original_dst"] for e in _new(client_t.events, c0)]
-        checks["outsider reached through capture"] = dst == [f"{ips['outsider']}:{APP_PORT}"]
-        _say(
-            f"client -> outsider:   captured on the way out ({', '.join(dst) or 'no event!'}); "
-            f"outsider has no rules, the app sees the client directly; {result}",
-            indent=6,
-        )
-
-        c0, s0 = len(client_t.events), len(server_t.events)
-        result = _client(node, url, uid=1337)
-        time.sleep(0.3)  # give a (wrongly) captured connection time to show up in the tracer
-        out_events = len(_new(client_t.events, c0))
-        checks["proxy UID exempt"] = out_events == 0 and result.startswith("HTTP 200")
-        _say(
-            f"client as UID 1337 -> server: {out_events} outbound captures (the proxy's own traffic is never "
-            f"redirected, so no loop); server still captures it inbound; {result}",
-            indent=6,
-        )
-
-        app.terminate()
-        _, app_log = app.communicate(timeout=5)
-        lines = [line for line in app_log.decode().splitlines() if "GET /" in line]
-        _say("server app's access log (peer address first):")
-        for line in lines:
-            _say(line, indent=6)
-        checks["app reached from 127.0.0.6"] = bool(lines) and all(
-            line.startswith("127.0.0.6 ") for line in lines
-        )
-        ok = all(checks.values())
-        _say()
-        if ok:
-            _say("Capture works: outbound to 15001, inbound to 15006, the proxy UID exempt.")
-        else:
-            _say("Not as expected: " + ", ".join(name for name, passed in checks.items() if not passed))
-        return 0 if ok else 1
+        url = (status.get("ingress") or {}).get("url")
+        if not url:
+            raise MeshError("the ingress gateway has no address")
+        host = url.split("//", 1)[1].split(":")[0]
+        say(f"\n      The product page: {url}/productpage   (JSON: {url}/api/v1/productpage)")
+        demo.reader = Reader(host)
+        demo.run()
     finally:
-        for tracer in tracers:
-            tracer.stop()
-        if args.keep:
-            _say(
-                "Pods left running; `mizzen local status`, "
-                f"`mizzen local exec -n {NAMESPACE} client -- ...`, `mizzen local down`."
-            )
-        else:
-            for name in ("client", "server", "outsider"):
-                node.delete_pod(name, NAMESPACE, force=True)
-            if brought_up:
-                node.down()
-            _say("Demo pods removed" + (" and the local node taken down." if brought_up else "."))
-
-
-def _wait_listening(node: LocalNode, pod: str, port: int) -> None:
-    netns = node.get_pod(pod, NAMESPACE).netns
-
-    def listening() -> bool:
-        out = subprocess.run(
-            ["ip", "netns", "exec", netns, "ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True
-        ).stdout
-        return bool(out.strip())
-
-    wait_for(listening, f"{pod} to listen on {port}")
+        if demo.reader is not None:
+            demo.reader.close()
+        if once:
+            say("\nTaking the mesh down (--once).")
+            mesh.down()
+    say("")
+    if demo.failed:
+        say("Not as expected: " + "; ".join(demo.failed))
+    else:
+        say("Every step showed what Istio's tasks show.")
+    if not once:
+        gateway = (mesh.status().get("ingress") or {}).get("url")
+        say(
+            "\nThe mesh is still up. Explore it:\n"
+            f"  curl -H 'end-user: jason' {gateway}/api/v1/productpage     (or open {gateway}/productpage)\n"
+            "  mizzen local status                  pods, IPs, sidecar sync\n"
+            "  mizzen proxy-status                  what the controller sent each proxy\n"
+            '  mizzen local exec deploy/productpage-v1 -- python3 -c "import urllib.request as u; '
+            "print(u.urlopen('http://reviews:9080/reviews/0').read().decode())\"\n"
+            "  mizzen local logs deploy/reviews-v2   the app's log (-c istio-proxy: the sidecar's)\n"
+            f"  mizzen local apply -f {folder}/networking/virtual-service-reviews-v3.yaml\n"
+            "  mizzen local down                    remove everything"
+        )
+    return 1 if demo.failed else 0

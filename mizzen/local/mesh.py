@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,8 @@ class MeshAgent:
         self.cluster_ips: dict[str, str] = dict(read_json(self.paths.ips_file) or {})
         self.hosts_written: dict[str, str] = {}
         self.last_cluster = ""
+        self.cluster_after = -1
+        self.cluster_taken = False
         self.last_status = ""
         self.stopping = False
         self.retry_at: dict[str, float] = {}  # pods whose creation failed: when to try again
@@ -308,6 +311,19 @@ class MeshAgent:
             )
         return out
 
+    def _controller_versions(self) -> tuple[int, int]:
+        """The controller's snapshot version and the version it has pushed to every proxy ((-1, -1) when
+        it cannot say: any version it reaches later is past that)."""
+        if not (self.controller_pod and self.controller_pod.ready):
+            return -1, -1
+        try:
+            url = f"http://{self.controller_ip}:{DEBUG_PORT}/debug/configz"
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                state = json.loads(response.read())
+            return int(state["version"]), int(state["pushed"])
+        except (OSError, ValueError, KeyError):
+            return -1, -1
+
     def publish(self) -> None:
         """cluster.yaml for the controller and /etc/hosts for the pods, when they change."""
         views = self.views()
@@ -317,10 +333,16 @@ class MeshAgent:
             cluster.cluster_objects(self.workloads, namespaces, views, self.cluster_ips), sort_keys=True
         )
         if text != self.last_cluster:
+            # The controller's version before it can see this write: once past it, it has read the file.
+            self.cluster_after = self._controller_versions()[0]
+            self.cluster_taken = False
             tmp = self.paths.cluster_file.with_name(".cluster.yaml.tmp")
             tmp.write_text(text)
             os.replace(tmp, self.paths.cluster_file)  # whole files only: the source never reads half of one
             self.last_cluster = text
+        elif not self.cluster_taken:
+            version, pushed = self._controller_versions()
+            self.cluster_taken = version > self.cluster_after and pushed >= version
         endpoints: dict[str, list[str]] = {}
         for svc in self.workloads.services.values():
             endpoints[svc.key] = [
@@ -354,6 +376,8 @@ class MeshAgent:
                 "xds": f"{self.controller_ip}:{XDS_PORT}" if self.controller_ip else None,
                 "debug": f"{self.controller_ip}:{DEBUG_PORT}" if self.controller_ip else None,
                 "ready": bool(self.controller_pod and self.controller_pod.ready),
+                # The controller has read the latest pods and endpoints and pushed them to every proxy.
+                "clusterSynced": self.cluster_taken,
             },
             "ingress": {
                 "ip": gateway.ip if gateway else None,

@@ -148,7 +148,14 @@ class Mesh:
 
     # -- up / down -------------------------------------------------------------------------------------
 
-    def up(self, sources: list[Path], *, timeout: float = 180.0) -> dict[str, Any]:
+    @property
+    def origin(self) -> str:
+        """Who brought the mesh up (``mizzen local up``, ``mizzen demo``)."""
+        return str((read_json(self.paths.mesh_file) or {}).get("origin", ""))
+
+    def up(
+        self, sources: list[Path], *, timeout: float = 180.0, origin: str = "mizzen local up"
+    ) -> dict[str, Any]:
         """Bring the mesh up with the objects in ``sources`` and wait until it is ready."""
         objects = read_manifests(sources)  # every problem before anything is started
         if self.is_up:
@@ -166,7 +173,11 @@ class Mesh:
         self.paths.create()
         self._store(objects)
         self.paths.bump_generation()
-        settings = {"createdAt": time.time(), "sources": [str(Path(s).resolve()) for s in sources]}
+        settings: dict[str, Any] = {
+            "createdAt": time.time(),
+            "origin": origin,
+            "sources": [str(Path(s).resolve()) for s in sources],
+        }
         write_json(self.paths.mesh_file, settings)
         agent = spawn_agent(self.node.config.state_dir, self.paths.agent_log)
         settings["agent"] = {"pid": agent.pid, "startTime": procs.start_time(agent.pid)}
@@ -176,6 +187,10 @@ class Mesh:
             f"{self.node.config.subnet}, services {self.node.config.service_cidr}"
         )
         self.wait_ready(timeout, started=started, progress=True)
+        istio = {_config_key(o) for o in objects if is_istio(o)}
+        if istio:
+            self.wait_settled(istio, set(), set(), -1, max(5.0, timeout - (time.monotonic() - started)))
+            self.wait_ready(timeout)
         return self.status()
 
     def down(self) -> None:
@@ -216,6 +231,24 @@ class Mesh:
         self.require_up()
         objects = read_manifests(sources)
         return self._change([], objects, timeout=timeout, wait=wait)
+
+    def apply_objects(
+        self, objects: Iterable[dict[str, Any]], *, timeout: float = 120.0, wait: bool = True
+    ) -> list[str]:
+        """:meth:`apply` for objects in hand (checked the same way; relative local paths stay as given)."""
+        self.require_up()
+        return self._change([_checked(o) for o in objects], [], timeout=timeout, wait=wait)
+
+    def delete_objects(
+        self, objects: Iterable[dict[str, Any]], *, timeout: float = 120.0, wait: bool = True
+    ) -> list[str]:
+        """:meth:`delete` by identity: each object needs its apiVersion, kind and metadata only."""
+        self.require_up()
+        return self._change([], [dict(o) for o in objects], timeout=timeout, wait=wait)
+
+    def istio_objects(self) -> list[dict[str, Any]]:
+        """The Istio objects in force (as applied)."""
+        return self.paths.istio_objects()
 
     def _change(
         self, present: list[dict[str, Any]], gone: list[dict[str, Any]], *, timeout: float, wait: bool
@@ -321,7 +354,8 @@ class Mesh:
         if status.get("generation", -1) < generation:
             return ["the agent has not read the latest objects yet"]
         problems = list(status.get("errors") or ())
-        if not (status.get("controller") or {}).get("ready"):
+        controller = status.get("controller") or {}
+        if not controller.get("ready"):
             return [*problems, "the controller is not ready"]
         for w in status.get("workloads") or ():
             label = f"{w['kind']} {w['namespace']}/{w['name']}"
@@ -336,6 +370,8 @@ class Mesh:
                 problems.append(f"pod {pod['namespace']}/{pod['name']}: not ready {_why(pod)}")
         if problems:
             return problems
+        if not controller.get("clusterSynced"):
+            return ["the controller has not pushed the latest pods and endpoints yet"]
         proxies = {(p.get("namespace"), p.get("pod")): p for p in self.proxies()}
         for pod in status.get("pods") or ():
             if not (_has_proxy(pod) and pod["phase"] != "Terminating"):
@@ -481,6 +517,13 @@ def print_status(status: dict[str, Any], out: TextIO) -> None:
     output.table(services, ["NAMESPACE", "SERVICE", "CLUSTER-IP", "PORTS"], out)
     for error in status.get("errors") or ():
         out.write(f"error: {error}\n")
+
+
+def _checked(obj: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return check_object(obj)
+    except ManifestError as exc:
+        raise MeshError(str(exc)) from None
 
 
 def _has_proxy(pod: dict[str, Any]) -> bool:
