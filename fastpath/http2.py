@@ -49,7 +49,8 @@ def take_over(conn: DownstreamConnection, data: bytes) -> None:
     conn.proxy.http_connections.discard(conn)
     if conn.timer is not None:
         conn.timer.cancel()
-    transport.set_protocol(h2conn)
+    assert transport is not None  # the preface arrived on it
+    transport.set_protocol(h2conn)  # type: ignore[arg-type]  # an asyncio protocol in all but name
     h2conn.connection_made(transport)
     h2conn.data_received(data)
 
@@ -86,7 +87,8 @@ class H2Connection:
         self.local = f"{sock[0]}:{sock[1]}" if sock else ""
         self.tls = transport.get_extra_info("tls_layer")
         self.peer_principal = self.tls.principal if self.tls is not None else ""
-        self.proxy.http_connections.add(self)
+        # Drained and counted with the HTTP/1.1 connections (the proxy calls the same few methods).
+        self.proxy.http_connections.add(self)  # type: ignore[arg-type]
         self.h2.initiate_connection()
         self.h2.update_settings(
             {
@@ -315,6 +317,7 @@ class H2Stream(DownstreamConnection):
                     break
                 if ev == http1.HEAD:
                     head = parser.head
+                    assert head is not None  # HEAD: the parser has one
                     if head.status < 200:
                         continue  # interim responses are not relayed over HTTP/2
                     self.resp_head = head

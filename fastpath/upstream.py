@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastpath import http1
 from fastpath.clusters import Cluster, Host
+from fastpath.filters import alpn
 from fastpath.outbox import OUTBOX, Outbox
 from fastpath.sockets import set_keepalive
 
@@ -321,7 +322,8 @@ async def _open(host: Host, ex: Exchange) -> None:
             else:
                 # TLS origination: the connection is usable once the handshake (and the peer's
                 # identity check) is done, so either failure is a connect failure.
-                layer = host.tls.layer(conn, host.address, host.port)
+                tls = alpn.upstream_tls(host.tls, ex, "HTTP11")
+                layer = tls.layer(conn, host.address, host.port)
                 await asyncio.wait_for(_open_tls(loop, layer, host, local), cfg.connect_timeout)
         finally:
             cluster.pending_requests -= 1

@@ -21,6 +21,7 @@ import h2.settings
 
 from fastpath import http1
 from fastpath.clusters import Host
+from fastpath.filters import alpn
 from fastpath.http2 import CONNECTION_SPECIFIC
 from fastpath.upstream import UpstreamConnection
 from mizzen import logs
@@ -91,13 +92,15 @@ class H2ClientConnection:
         try:
             if host.tls is None:
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: self, host.address, host.port, local_addr=local),
+                    # An asyncio protocol by its methods (not by inheritance: it is a plain class).
+                    loop.create_connection(lambda: self, host.address, host.port, local_addr=local),  # type: ignore[type-var]
                     cfg.connect_timeout,
                 )
             else:
                 # TLS origination (mutual TLS between sidecars, or a DestinationRule's): as in the HTTP/1
                 # pool, the handshake and the peer's identity check are part of connecting.
-                layer = host.tls.layer(self, host.address, host.port)
+                tls = alpn.upstream_tls(host.tls, waiting[0] if waiting else None, "HTTP2")
+                layer = tls.layer(self, host.address, host.port)
                 await asyncio.wait_for(_open_tls(loop, layer, host, local), cfg.connect_timeout)
         except asyncio.CancelledError:
             if layer is not None:
@@ -289,6 +292,7 @@ class H2Upstream(UpstreamConnection):
                     break
                 if ev == http1.HEAD:
                     head = p.head
+                    assert head is not None  # HEAD: the parser has one
                     self.req_chunked = head.chunked
                     if head.chunked:
                         self.dechunk = _Dechunker()

@@ -289,6 +289,9 @@ class ConnectionPool(msgspec.Struct, frozen=True, gc=False):
     tcp_idle_timeout: Duration | None = None
     max_requests_per_connection: int | None = None
     http_idle_timeout: Duration | None = None
+    h2_upgrade: bool | None = None  # h2UpgradePolicy: UPGRADE True, DO_NOT_UPGRADE False, DEFAULT None
+    use_client_protocol: bool = False  # HTTP/2 upstream for HTTP/2 clients, HTTP/1.1 for the rest
+    max_concurrent_streams: int | None = None  # per HTTP/2 connection to the upstream
 
 
 class OutlierDetection(msgspec.Struct, frozen=True, gc=False):
@@ -390,6 +393,9 @@ def _connection_pool(raw: Mapping[str, Any] | None) -> ConnectionPool | None:
         tcp_idle_timeout=duration_or_none(tcp.get("idleTimeout")),
         max_requests_per_connection=int_or_none(http.get("maxRequestsPerConnection")),
         http_idle_timeout=duration_or_none(http.get("idleTimeout")),
+        h2_upgrade={"UPGRADE": True, "DO_NOT_UPGRADE": False}.get(str(http.get("h2UpgradePolicy"))),
+        use_client_protocol=bool(http.get("useClientProtocol")),
+        max_concurrent_streams=int_or_none(http.get("maxConcurrentStreams")),
     )
 
 

@@ -30,6 +30,16 @@ class MeshProtocol(enum.Enum):
         return self in _HTTP_FAMILY
 
     @property
+    def is_http2(self) -> bool:
+        """Spoken as HTTP/2 to the upstream (Istio's IsHTTP2: gRPC and gRPC-Web ride on HTTP/2)."""
+        return self in (MeshProtocol.HTTP2, MeshProtocol.GRPC, MeshProtocol.GRPC_WEB)
+
+    @property
+    def sniffed(self) -> bool:
+        """No protocol declared: the sidecar inspects the first bytes (HTTP/1.1, h2c, or opaque TCP)."""
+        return self is MeshProtocol.UNKNOWN
+
+    @property
     def is_tcp_proxied(self) -> bool:
         """Protocols proxied as opaque TCP (including TLS passthrough and the server-first databases)."""
         return self in _TCP_FAMILY

@@ -474,9 +474,9 @@ CONNECTION_POOL = obj(
                 "maxRequestsPerConnection": integer(minimum=0),
                 "maxRetries": integer(minimum=0),
                 "idleTimeout": duration(),
-                "h2UpgradePolicy": Unsupported(),
-                "useClientProtocol": Unsupported(),
-                "maxConcurrentStreams": Unsupported(),
+                "h2UpgradePolicy": string(enum=("DEFAULT", "DO_NOT_UPGRADE", "UPGRADE")),
+                "useClientProtocol": boolean(),
+                "maxConcurrentStreams": integer(minimum=1),
             }
         ),
     }

@@ -13,6 +13,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from controller.model.istio import ConnectionPool, OutlierDetection, TrafficPolicy
 from controller.model.policies import ConsistentHash, LocalityLb
+from controller.model.protocol import MeshProtocol
 from controller.xds.resources import any_of, proto_duration
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -81,6 +82,36 @@ def apply_outlier(cluster: cluster_pb2.Cluster, od: OutlierDetection | None) -> 
     # Istio sets the panic threshold from minHealthPercent even when it is unset (0): with a few pods per
     # service, Envoy's default of 50% would send traffic back to ejected hosts.
     cluster.common_lb_config.healthy_panic_threshold.value = float(od.min_health_percent or 0)
+
+
+def apply_upstream_protocol(
+    cluster: cluster_pb2.Cluster,
+    protocol: MeshProtocol | None,
+    pool: ConnectionPool | None,
+    *,
+    inbound: bool = False,
+) -> None:
+    """Which HTTP the cluster speaks upstream, as Istio chooses it: HTTP/2 for HTTP2/gRPC ports (and HTTP
+    ports whose DestinationRule says h2UpgradePolicy UPGRADE), the client's own protocol for ports whose
+    protocol is sniffed or when useClientProtocol is set, else HTTP/1.1 (no options). TCP ports: nothing."""
+    if protocol is None or not (protocol.is_http or protocol.sniffed):
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    streams = pool.max_concurrent_streams if pool is not None else None
+    if (pool is not None and pool.use_client_protocol) or protocol.sniffed:
+        udp = options.use_downstream_protocol_config
+        udp.http_protocol_options.SetInParent()
+        udp.http2_protocol_options.SetInParent()
+        if streams:
+            udp.http2_protocol_options.max_concurrent_streams.value = streams
+    elif protocol.is_http2 or (not inbound and pool is not None and pool.h2_upgrade and protocol.is_http):
+        h2 = options.explicit_http_config.http2_protocol_options
+        h2.SetInParent()
+        if streams:
+            h2.max_concurrent_streams.value = streams
+    else:
+        return
+    cluster.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(any_of(options))
 
 
 def apply_connection_pool(cluster: cluster_pb2.Cluster, pool: ConnectionPool | None) -> None:

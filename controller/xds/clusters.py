@@ -7,6 +7,7 @@ from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controller.model.istio import TrafficPolicy
+from controller.model.protocol import MeshProtocol
 from controller.xds import cluster_policies as policies
 from controller.xds.registry import LbEndpoint, MeshService
 from controller.xds.resources import proto_duration, u32
@@ -61,8 +62,12 @@ def inbound_passthrough_cluster() -> cluster_pb2.Cluster:
     return _original_dst(INBOUND_PASSTHROUGH, bind_source=INBOUND_SOURCE)
 
 
-def inbound_cluster(port: int) -> cluster_pb2.Cluster:
-    return _original_dst(inbound_name(port), bind_source=INBOUND_SOURCE)
+def inbound_cluster(port: int, protocol: MeshProtocol | None = None) -> cluster_pb2.Cluster:
+    """``inbound|<port>||``: to the app on 127.0.0.1 from 127.0.0.6, speaking what the port declares
+    (HTTP/2 to a gRPC app; the client's protocol when the port's protocol is sniffed)."""
+    cluster = _original_dst(inbound_name(port), bind_source=INBOUND_SOURCE)
+    policies.apply_upstream_protocol(cluster, protocol, None, inbound=True)
+    return cluster
 
 
 def blackhole_cluster() -> cluster_pb2.Cluster:
@@ -95,19 +100,24 @@ def outbound_cluster(
     service: MeshService,
     policy: TrafficPolicy | None,
     dns_endpoints: list[LbEndpoint] | None = None,
+    protocol: MeshProtocol | None = None,
 ) -> cluster_pb2.Cluster:
-    """One outbound cluster. ``policy`` is the DestinationRule policy already resolved for the port/subset."""
+    """One outbound cluster. ``policy`` is the DestinationRule policy already resolved for the port/subset;
+    ``protocol`` the port's, which picks the HTTP version spoken upstream."""
     pool = policy.connection_pool if policy else None
     timeout = pool.connect_timeout if pool and pool.connect_timeout else None
     lb_name = (policy.load_balancer if policy else None) or "LEAST_REQUEST"
     if service.resolution == "NONE" or lb_name == "PASSTHROUGH":
-        return _original_dst(name)
+        passthrough = _original_dst(name)
+        policies.apply_upstream_protocol(passthrough, protocol, pool)
+        return passthrough
     cluster = cluster_pb2.Cluster(
         name=name,
         connect_timeout=proto_duration(timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT),
         circuit_breakers=_circuit_breakers(policy),
     )
     policies.apply_load_balancer(cluster, policy)
+    policies.apply_upstream_protocol(cluster, protocol, pool)
     policies.apply_connection_pool(cluster, pool)
     if service.resolution == "DNS":
         cluster.type = cluster_pb2.Cluster.STRICT_DNS

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 
 from controller.model.istio import DestinationRule, TrafficPolicy
@@ -48,6 +49,8 @@ class HostBundle(NamedTuple):
     vhosts: dict[int, rc.VirtualHost]  # HTTP port -> virtual host (sidecars)
     # Opaque-TCP ports of a host without a VIP: they share ``0.0.0.0_<port>``, assembled per port.
     tcp_wildcard: dict[int, tuple[l4.TcpChain, ...]]
+    # Ports with no declared protocol: in ``vhosts`` and TCP at once, told apart by sniffing.
+    sniffed: frozenset[int] = frozenset()
 
 
 def _policy_for(dr: DestinationRule | None, port: int, subset: str | None) -> TrafficPolicy | None:
@@ -177,6 +180,7 @@ class ScopeView:
         res = empty_map()
         vhosts: dict[int, rc.VirtualHost] = {}
         tcp_wildcard: dict[int, tuple[l4.TcpChain, ...]] = {}
+        sniffed: set[int] = set()
         dr_key = inputs[4]
         dr: DestinationRule | None = reg.snapshot.get(dr_key) if dr_key else None
         vs_key = inputs[2]
@@ -201,7 +205,7 @@ class ScopeView:
                         continue
                 else:
                     cluster = cds.outbound_cluster(
-                        name, svc, policy, selected if svc.resolution == "DNS" else None
+                        name, svc, policy, selected if svc.resolution == "DNS" else None, port.protocol
                     )
                     sans, auto = inputs[-1]
                     security.apply_upstream_tls(
@@ -242,6 +246,10 @@ class ScopeView:
             elif port.protocol.is_http:
                 vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
             else:
+                if port.protocol.sniffed:
+                    # Istio's protocol sniffing: HTTP routes for what turns out to be HTTP, TCP for the rest.
+                    sniffed.add(port.port)
+                    vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
                 port_chains = l4.chains(
                     svc.hostname,
                     port.port,
@@ -256,8 +264,10 @@ class ScopeView:
                     tcp_wildcard[port.port] = tuple(port_chains)
                 for address in svc.addresses:
                     listener = l4.listener(address, port.port, port_chains)
+                    if port.protocol.sniffed:
+                        lds.sniff_http(listener, port.port)
                     res[LISTENER][listener.name] = make_resource(LISTENER, listener.name, listener)
-        return HostBundle(inputs, res, vhosts, tcp_wildcard)
+        return HostBundle(inputs, res, vhosts, tcp_wildcard, frozenset(sniffed))
 
     # -- updating --
     def update(self, reg: Registry, scope: Scope, hosts: Iterable[str] | None) -> dict[str, set[str]]:
@@ -389,10 +399,10 @@ class ScopeView:
                 self.tcp_port_hosts.pop(port, None)
             self._put(LISTENER, listener_name, listener, changed)
             return
-        if tcp_hosts:
-            log.warning(
-                "TCP services without VIP hidden by HTTP on the same port", port=port, hosts=sorted(tcp_hosts)
-            )
+        sniffing = any(port in self.bundles[h].sniffed for h in http_hosts)
+        hidden = sorted(h for h in tcp_hosts or () if port not in self.bundles[h].sniffed)
+        if hidden and not sniffing:
+            log.warning("TCP services without VIP hidden by HTTP on the same port", port=port, hosts=hidden)
         seen: set[str] = set()
         vhosts = []
         for host in sorted(http_hosts):
@@ -408,8 +418,21 @@ class ScopeView:
             vhosts.append(vh)
         vhosts.append(rds.fallback_virtual_host(scope.allow_any))
         self._put(ROUTE, name, rds.route_configuration(name, vhosts), changed)
-        listener = telemetry.decorate(lds.outbound_http_listener(port), self.key.telemetry)
+        listener = self._http_listener(port, sniffing, tcp_hosts, scope)
+        listener = telemetry.decorate(listener, self.key.telemetry)
         self._put(LISTENER, listener_name, listener, changed)
+
+    def _http_listener(
+        self, port: int, sniffing: bool, tcp_hosts: set[str] | None, scope: Scope
+    ) -> listener_pb2.Listener:
+        """``0.0.0.0_<port>`` for HTTP services: HTTP only, or, when a service on the port declares no
+        protocol, sniffing (HTTP to RouteConfiguration ``<port>``, the rest as the capture listener would:
+        the port's VIP-less TCP services, else PassthroughCluster or BlackHoleCluster)."""
+        if not sniffing:
+            return lds.outbound_http_listener(port)
+        merged = l4.merge(self.bundles[h].tcp_wildcard[port] for h in sorted(tcp_hosts or ()))
+        fallback = cds.PASSTHROUGH if scope.allow_any else cds.BLACKHOLE
+        return lds.sniff_http(l4.listener("0.0.0.0", port, merged, fallback), port)
 
     def _put(self, type_url: str, name: str, message: Any, changed: dict[str, set[str]]) -> None:
         current = self.resources[type_url]
@@ -428,7 +451,7 @@ def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
     """virtualInbound and the ``inbound|<port>||`` clusters of one pod: every port a Service selecting the
     pod targets (protocol from that Service port), plus declared container ports (opaque TCP)."""
     out = empty_map()
-    ports: dict[int, bool] = {}
+    ports: dict[int, MeshProtocol] = {}
     if pod is not None:
         named = {p.name: p.port for p in pod.container_ports if p.name}
         for svc in snapshot.services():
@@ -439,18 +462,28 @@ def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
                     continue
                 target = sp.target_port if isinstance(sp.target_port, int) else named.get(sp.target_port)
                 if target is not None:
-                    ports[target] = ports.get(target, False) or sp.protocol.is_http
+                    ports[target] = _inbound_protocol(ports.get(target), sp.protocol)
         for cp in pod.container_ports:
             if cp.transport == "TCP":
-                ports.setdefault(cp.port, False)
-    for port in ports:
+                ports.setdefault(cp.port, MeshProtocol.TCP)
+    for port, protocol in ports.items():
         name = cds.inbound_name(port)
-        out[CLUSTER][name] = make_resource(CLUSTER, name, cds.inbound_cluster(port))
+        out[CLUSTER][name] = make_resource(CLUSTER, name, cds.inbound_cluster(port, protocol))
     listener = lds.virtual_inbound(ports.items(), security.InboundSecurity.for_pod(snapshot, pod))
     if pod is not None:
         telemetry.decorate(listener, resolve_cached(snapshot, pod.namespace, pod.labels, SERVER))
     out[LISTENER][lds.VIRTUAL_INBOUND] = make_resource(LISTENER, lds.VIRTUAL_INBOUND, listener)
     return out
+
+
+def _inbound_protocol(seen: MeshProtocol | None, declared: MeshProtocol) -> MeshProtocol:
+    """Services that target one pod port with different protocols: an HTTP-family protocol wins (the first
+    seen), then sniffing, then opaque TCP."""
+
+    def rank(p: MeshProtocol) -> int:
+        return 2 if p.is_http else 1 if p.sniffed else 0
+
+    return declared if seen is None or rank(declared) > rank(seen) else seen
 
 
 class ChangeSummary(NamedTuple):

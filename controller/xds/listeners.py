@@ -12,11 +12,15 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import struct_pb2
+from xds.type.v3 import typed_struct_pb2
 
+from controller.model.protocol import MeshProtocol
 from controller.xds.clusters import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_name
 from controller.xds.resources import any_of, proto_duration
 from controller.xds.security import InboundSecurity
@@ -30,6 +34,20 @@ CORS = "envoy.filters.http.cors"
 FAULT = "envoy.filters.http.fault"
 HCM = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+# What the http_inspector reports for plain-text HTTP: chains for a sniffed port's HTTP side match these.
+SNIFFED_HTTP = ("http/1.1", "h2c")
+# Mutual TLS between sidecars says in its ALPN which protocol the client's sidecar speaks inside (Istio's
+# istio.alpn filter sets it per request), so a server whose port is sniffed can tell HTTP from TCP.
+ISTIO_ALPN = "istio.alpn"
+ISTIO_ALPN_CONFIG = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
+MTLS_HTTP_ALPN = ("istio-http/1.0", "istio-http/1.1", "istio-h2")
+_ALPN_OVERRIDES = (
+    ("HTTP10", ("istio-http/1.0", "istio", "http/1.0")),
+    ("HTTP11", ("istio-http/1.1", "istio", "http/1.1")),
+    ("HTTP2", ("istio-h2", "istio", "h2")),
+)
 
 
 def _address(ip: str, port: int) -> address_pb2.Address:
@@ -59,6 +77,18 @@ def policy_filters() -> list[hcm_pb2.HttpFilter]:
     ]
 
 
+def alpn_filter() -> hcm_pb2.HttpFilter:
+    """Istio's ``istio.alpn``: the ALPN a request's upstream mutual TLS offers names the HTTP version the
+    cluster speaks (``istio-http/1.1``, ``istio-h2``...). Its proto is Istio's own, so it travels as a
+    TypedStruct."""
+    value = struct_pb2.Struct()
+    value.update(
+        {"alpn_override": [{"upstream_protocol": p, "alpn_override": list(a)} for p, a in _ALPN_OVERRIDES]}
+    )
+    config = typed_struct_pb2.TypedStruct(type_url=ISTIO_ALPN_CONFIG, value=value)
+    return hcm_pb2.HttpFilter(name=ISTIO_ALPN, typed_config=any_of(config))
+
+
 def http_manager(
     stat_prefix: str,
     *,
@@ -66,7 +96,7 @@ def http_manager(
     route_config: route_pb2.RouteConfiguration | None = None,
     policies: bool = False,
 ) -> hcm_pb2.HttpConnectionManager:
-    filters = [*(policy_filters() if policies else ()), router_filter()]
+    filters = [*((alpn_filter(), *policy_filters()) if policies else ()), router_filter()]
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, http_filters=filters)
     if rds_name is not None:
         manager.rds.route_config_name = rds_name
@@ -102,9 +132,44 @@ def _bind_false(listener: listener_pb2.Listener) -> listener_pb2.Listener:
     return listener
 
 
+def outbound_manager(port: int) -> hcm_pb2.HttpConnectionManager:
+    """The outbound HCM of a port: RouteConfiguration ``<port>`` over ADS."""
+    return http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port), policies=True)
+
+
+def sniff_http(listener: listener_pb2.Listener, port: int) -> listener_pb2.Listener:
+    """Protocol sniffing on an outbound listener of opaque-TCP chains (a port with no declared protocol):
+    each plain-text chain gets an HTTP twin that matches what the http_inspector reports for HTTP/1.1 or
+    h2c and routes through RouteConfiguration ``<port>``; anything else stays TCP. TLS chains (matched by
+    SNI) are left as they are."""
+    twins = []
+    plain = [c for c in listener.filter_chains if c.filter_chain_match.transport_protocol != "tls"]
+    if listener.HasField("default_filter_chain"):
+        plain.append(listener.default_filter_chain)
+    for chain in plain:
+        twin = listener_components_pb2.FilterChain(
+            name=f"{chain.name}-http" if chain.name else "", filters=[hcm_filter(outbound_manager(port))]
+        )
+        twin.filter_chain_match.CopyFrom(chain.filter_chain_match)
+        twin.filter_chain_match.application_protocols[:] = SNIFFED_HTTP
+        twins.append(twin)
+    chains = list(listener.filter_chains)
+    del listener.filter_chains[:]
+    listener.filter_chains.extend([*twins, *chains])
+    _inspect(listener, HTTP_INSPECTOR, http_inspector_pb2.HttpInspector())
+    return listener
+
+
+def _inspect(listener: listener_pb2.Listener, name: str, config: object) -> None:
+    if all(f.name != name for f in listener.listener_filters):
+        listener.listener_filters.append(
+            listener_components_pb2.ListenerFilter(name=name, typed_config=any_of(config))
+        )
+
+
 def outbound_http_listener(port: int) -> listener_pb2.Listener:
     """``0.0.0.0_<port>``: every HTTP service on this port, routed by the RouteConfiguration ``<port>``."""
-    manager = http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port), policies=True)
+    manager = outbound_manager(port)
     return _bind_false(
         listener_pb2.Listener(
             name=f"0.0.0.0_{port}",
@@ -132,10 +197,11 @@ def outbound_tcp_listener(
 
 
 def virtual_inbound(
-    ports: Iterable[tuple[int, bool]], security: InboundSecurity | None = None
+    ports: Iterable[tuple[int, MeshProtocol]], security: InboundSecurity | None = None
 ) -> listener_pb2.Listener:
     """The listener iptables sends inbound connections to: one chain per pod port (HTTP through an inline
-    route to ``inbound|<port>||``, else opaque TCP), the rest to InboundPassthroughCluster.
+    route to ``inbound|<port>||``, else opaque TCP; both, told apart by sniffing, when the port declares no
+    protocol), the rest to InboundPassthroughCluster.
 
     Connections arrive by REDIRECT, so the original_dst listener filter recovers the port each chain matches
     on. (Not use_original_dst: that would hand inbound connections to the outbound ``0.0.0.0_<port>``.)
@@ -143,9 +209,15 @@ def virtual_inbound(
     workload's authorization filters, and the catch-all is chains too (no default chain to fall into).
     """
     chains = []
-    for port, http in sorted(ports):
+    sniffing = False
+    for port, protocol in sorted(ports, key=lambda p: p[0]):
         cluster = inbound_name(port)
-        make = _inbound_filters(cluster, port, http, security)
+        make = _inbound_filters(cluster, port, protocol.is_http, security)
+        if protocol.sniffed:
+            sniffing = True
+            make_http = _inbound_filters(cluster, port, True, security)
+            chains += _sniffed_inbound(cluster, port, make, make_http, security)
+            continue
         if security is None:
             chain = listener_components_pb2.FilterChain(name=cluster, filters=make(False))
             chain.filter_chain_match.destination_port.value = port
@@ -179,7 +251,45 @@ def virtual_inbound(
         listener.filter_chains.extend(
             security.chains("virtualInbound-catchall", None, security.mtls.mode, catchall)
         )
+    if sniffing:
+        _inspect(listener, HTTP_INSPECTOR, http_inspector_pb2.HttpInspector())
     return listener
+
+
+def _sniffed_inbound(
+    cluster: str,
+    port: int,
+    tcp: Callable[[bool], list[listener_components_pb2.Filter]],
+    http: Callable[[bool], list[listener_components_pb2.Filter]],
+    security: InboundSecurity | None,
+) -> list[listener_components_pb2.FilterChain]:
+    """A port with no declared protocol: HTTP chains for what is HTTP (plain text: what the http_inspector
+    saw; mutual TLS: the ``istio-http/*``/``istio-h2`` ALPN the client's sidecar offers), TCP for the rest."""
+    if security is None:
+        http_chain = listener_components_pb2.FilterChain(name=f"{cluster}-http", filters=http(False))
+        http_chain.filter_chain_match.destination_port.value = port
+        http_chain.filter_chain_match.application_protocols.extend(SNIFFED_HTTP)
+        tcp_chain = listener_components_pb2.FilterChain(name=cluster, filters=tcp(False))
+        tcp_chain.filter_chain_match.destination_port.value = port
+        return [http_chain, tcp_chain]
+    mode = security.mtls.for_port(port)
+    out = []
+    for chain in security.chains(f"{cluster}-http", port, mode, http):
+        match = chain.filter_chain_match
+        if chain.HasField("transport_socket"):
+            match.application_protocols[:] = MTLS_HTTP_ALPN
+        elif match.transport_protocol == "tls":
+            continue  # TLS the sidecar does not terminate is never HTTP it can see
+        else:
+            match.application_protocols[:] = SNIFFED_HTTP
+        out.append(chain)
+    for chain in security.chains(cluster, port, mode, tcp):
+        if chain.HasField("transport_socket"):
+            match = chain.filter_chain_match
+            tcp_alpn = [a for a in match.application_protocols if a not in MTLS_HTTP_ALPN]
+            match.application_protocols[:] = tcp_alpn
+        out.append(chain)
+    return out
 
 
 def _inbound_filters(

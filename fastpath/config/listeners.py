@@ -185,9 +185,13 @@ def select_chain(
     c = [x for x in c if x.match.transport_protocol == transport] or [
         x for x in c if not x.match.transport_protocol
     ]
-    c = [x for x in c if set(x.match.application_protocols) & set(alpn)] or [
-        x for x in c if not x.match.application_protocols
-    ]
+    # Application protocols in the client's order (Envoy's rule): the first the client offers that some
+    # chain names picks those chains; none: the chains that name none.
+    for proto in alpn:
+        named = [x for x in c if proto in x.match.application_protocols]
+        if named:
+            return named[0]
+    c = [x for x in c if not x.match.application_protocols]
     return c[0] if c else None
 
 

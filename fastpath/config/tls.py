@@ -10,7 +10,7 @@ Every other field is refused with its path.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -90,6 +90,10 @@ class UpstreamTls:
 
     common: CommonTls
     sni: str = ""
+
+    def with_alpn(self, alpn: tuple[str, ...]) -> UpstreamTls:
+        """The same origination offering ``alpn`` (Istio's per-request ALPN override)."""
+        return replace(self, common=replace(self.common, alpn=alpn))
 
     def context(self) -> ssl.SSLContext:
         c = self.common

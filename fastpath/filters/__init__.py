@@ -143,4 +143,4 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from fastpath.filters import cors, fault, istio_stats  # noqa: F401
+    from fastpath.filters import alpn, cors, fault, istio_stats  # noqa: F401

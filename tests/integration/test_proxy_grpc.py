@@ -4,24 +4,20 @@ HTTP/1.1 upstream."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 from support.envoy import HCM, ROUTER, addr, bootstrap, static_cluster
 from support.grpcapp import GrpcApp
+from support.h2client import h2_get
+from support.meshcerts import mesh_identities
 from support.prom import value
 from support.proxyproc import ProxyProcess, free_port
 from support.upstream import Upstream
-
-from controller.ca.authority import CaMaterial, CertificateAuthority, key_pem, make_csr, new_key, spiffe_id
 
 H2_OPTIONS = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -74,7 +70,9 @@ def app() -> Iterator[GrpcApp]:
 
 
 class TwoHops:
-    def __init__(self, tmp: Path, env: dict[str, str], app: GrpcApp, mtls: bool = False, **route: Any) -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str], app: GrpcApp, mtls: bool = False, **route: Any
+    ) -> None:
         self.server_port, self.client_port = free_port(), free_port()
         self.log = tmp / "server-access.log"
         tls: dict[str, Any] = {}
@@ -83,8 +81,9 @@ class TwoHops:
             tls = {"terminate": files("greeter"), "originate": files("client", peer="greeter")}
         self.server = ProxyProcess(tmp, hop(self.server_port, "inbound|50051||", app.port, log=self.log,
                                             terminate=tls.get("terminate")), env=env)
-        self.client = ProxyProcess(tmp, hop(self.client_port, "outbound|50051||greeter.default.svc.cluster.local",
-                                            self.server_port, originate=tls.get("originate"), **route), env=env)
+        cluster = "outbound|50051||greeter.default.svc.cluster.local"
+        self.client = ProxyProcess(tmp, hop(self.client_port, cluster, self.server_port,
+                                            originate=tls.get("originate"), **route), env=env)
         self.server.wait_ready()
         self.client.wait_ready()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.client_port}")
@@ -95,33 +94,10 @@ class TwoHops:
         self.server.stop()
 
 
-def mesh_identities(tmp: Path) -> Any:
-    """Workload certificates from the controller's CA, as files: ``files(sa, peer=...)`` is the
-    CommonTlsContext of a workload with service account ``sa`` (verifying ``peer``'s SPIFFE ID if given)."""
-    material = CaMaterial.self_signed()
-    ca = CertificateAuthority(material)
-    root = tmp / "root.pem"
-    root.write_bytes(ca.root_pem)
-
-    def files(sa: str, peer: str | None = None) -> dict[str, Any]:
-        key = new_key()
-        identity = spiffe_id("cluster.local", "default", sa)
-        chain = "".join(ca.sign(make_csr(key, identity), identity))
-        (tmp / f"{sa}.pem").write_text(chain)
-        (tmp / f"{sa}.key").write_bytes(key_pem(key))
-        validation: dict[str, Any] = {"trusted_ca": {"filename": str(root)}}
-        if peer is not None:
-            validation["match_typed_subject_alt_names"] = [
-                {"san_type": "URI", "matcher": {"exact": spiffe_id("cluster.local", "default", peer)}}]
-        return {"tls_certificates": [{"certificate_chain": {"filename": str(tmp / f"{sa}.pem")},
-                                      "private_key": {"filename": str(tmp / f"{sa}.key")}}],
-                "validation_context": validation, "alpn_protocols": ["istio-peer-exchange", "istio"]}
-
-    return files
-
-
 @pytest.fixture(params=["plaintext", "mtls"])
-def hops(request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str], app: GrpcApp) -> Iterator[TwoHops]:
+def hops(
+    request: pytest.FixtureRequest, tmp_path: Path, env: dict[str, str], app: GrpcApp
+) -> Iterator[TwoHops]:
     h = TwoHops(tmp_path, env, app, mtls=request.param == "mtls",
                 retry_policy={"retry_on": "unavailable", "num_retries": 3})
     yield h
@@ -175,32 +151,6 @@ def test_status_codes_and_retries(hops: TwoHops) -> None:
     time.sleep(0.3)
     assert value(hops.client.prometheus(), "istio_requests_total", grpc_response_status="14",
                  response_flags="URX") == 1
-
-
-def h2_get(port: int, path: str) -> tuple[int, bytes]:
-    """A plain HTTP/2 (h2c, prior knowledge) GET with the h2 library."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        conn.initiate_connection()
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", path.encode()),
-                                (b":authority", b"web")], end_stream=True)
-        s.sendall(conn.data_to_send())
-        status, body = 0, b""
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived):
-                    status = int(dict(ev.headers)[b":status"])
-                elif isinstance(ev, h2.events.DataReceived):
-                    body += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                elif isinstance(ev, h2.events.StreamEnded):
-                    return status, body
-            s.sendall(conn.data_to_send())
-    return status, body
 
 
 def test_http2_client_to_an_http1_upstream(tmp_path: Path, env: dict[str, str]) -> None:

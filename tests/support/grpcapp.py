@@ -6,7 +6,7 @@ Service ``mizzen.test.Echo``:
 - ``Count`` (server streaming): as many messages as the request's number, ``<name>:<i>``.
 - ``Join`` (client streaming): the messages joined with ","; ``Chat`` (bidirectional): each message upper-cased.
 
-Run as ``python grpcapp.py PORT NAME``; prints "ready" once serving.
+Run as ``python grpcapp.py PORT NAME [HOST]`` (HOST 127.0.0.1 unless given); prints "ready" once serving.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 HERE = Path(__file__)
 
 
-def serve(port: int, name: str) -> None:
+def serve(port: int, name: str, host: str = "127.0.0.1") -> None:
     from concurrent import futures
 
     import grpc
@@ -60,7 +60,7 @@ def serve(port: int, name: str) -> None:
     })
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(f"{host}:{port}")
     server.start()
     print("ready", flush=True)
     server.wait_for_termination()
@@ -93,4 +93,4 @@ class GrpcApp:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2])
+    serve(int(sys.argv[1]), sys.argv[2], *sys.argv[3:4])

@@ -172,6 +172,7 @@ def test_fault_and_cors_become_per_route_filter_config_and_the_filters_are_in_th
     assert cors["forward_not_matching_preflights"] is False
     hcm = res["LDS"]["0.0.0.0_9080"]["filter_chains"][0]["filters"][0]["typed_config"]
     assert [f["name"] for f in hcm["http_filters"]] == [
+        "istio.alpn",
         "envoy.filters.http.cors",
         "envoy.filters.http.fault",
         "envoy.filters.http.router",

@@ -1,0 +1,103 @@
+"""Protocol selection end to end (controller, captured pods, sidecars): a Service port that declares no
+protocol is sniffed (HTTP is routed and measured as HTTP on both sidecars), and a gRPC port is spoken as
+HTTP/2 all the way (unary and streaming calls, gRPC status in both sidecars' metrics). The same choice under
+mutual TLS, by ALPN, is tested on two proxies in tests/integration/test_proxy_alpn.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from support.prom import value
+from support.smallmesh import SUPPORT, SmallMesh, small_mesh
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[SmallMesh]:
+    with small_mesh() as m:
+        m.pod("client", {"app": "client"})
+        m.pod("web-v1", {"app": "web"}, app=8080)
+        m.pod("greeter", {"app": "greeter"})
+        m.service("web", {"app": "web"}, {"web": 8080})  # "web" names no protocol: sniffed
+        m.service("greeter", {"app": "greeter"}, {"grpc": 50051})
+        m.start()
+        m._run(m.pods["greeter"], [sys.executable, str(SUPPORT / "grpcapp.py"), "50051", "greeter", "0.0.0.0"])
+        yield m
+
+
+def settle(mesh: SmallMesh, pod: str, name: str, want: float, **labels: str) -> float:
+    deadline = time.monotonic() + 10
+    got = 0.0
+    while time.monotonic() < deadline:
+        got = value(mesh.proxy_stats(pod), name, **labels)
+        if got >= want:
+            break
+        time.sleep(0.1)
+    return got
+
+
+def test_a_port_without_a_protocol_is_sniffed_and_routed_as_http(mesh: SmallMesh) -> None:
+    mesh.apply(
+        "teapot",
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+  - match: [{headers: {x-brew: {exact: tea}}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - route: [{destination: {host: web}}]
+""",
+    )
+    replies = mesh.http("client", "http://web:8080/", n=5)
+    assert [r.status for r in replies] == [200] * 5 and replies[0].served_by == "web-v1"
+    # L7 routing on a sniffed port: the client's sidecar answered this itself.
+    tea = mesh.http("client", "http://web:8080/", headers={"x-brew": "tea"})[0]
+    assert (tea.status, tea.body) == (418, "short and stout")
+    # The server's sidecar took the HTTP chain of the sniffed port too.
+    served = settle(mesh, "web-v1", "istio_requests_total", 5, reporter="destination", response_code="200",
+                    request_protocol="http")  # fmt: skip
+    assert served == 5
+    mesh.remove("teapot")
+
+
+GRPC_CLIENT = """
+import json, sys, grpc
+channel = grpc.insecure_channel("greeter:50051")
+who = channel.unary_unary("/mizzen.test.Echo/Who")
+count = channel.unary_stream("/mizzen.test.Echo/Count")
+out = {"who": [who(b"hi", timeout=10).decode() for _ in range(3)],
+       "count": [m.decode() for m in count(b"50", timeout=10)]}
+try:
+    who(b"x", metadata=(("status", "5"),), timeout=10)
+except grpc.RpcError as err:
+    out["error"] = [err.code().name, err.details()]
+print(json.dumps(out))
+"""
+
+
+def test_grpc_is_http2_end_to_end(mesh: SmallMesh) -> None:
+    proc = mesh.node.spawn("client", [sys.executable, "-c", GRPC_CLIENT], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    got = json.loads(out)
+    assert got["who"] == ["greeter:hi"] * 3
+    assert got["count"] == [f"greeter:{i}" for i in range(50)]
+    assert got["error"] == ["NOT_FOUND", "asked"]
+    ok = settle(mesh, "client", "istio_requests_total", 4, reporter="source", request_protocol="grpc",
+                grpc_response_status="0")  # fmt: skip
+    assert ok == 4
+    assert settle(mesh, "client", "istio_requests_total", 1, reporter="source", grpc_response_status="5") == 1
+    served = settle(
+        mesh, "greeter", "istio_requests_total", 5, reporter="destination", request_protocol="grpc"
+    )
+    assert served == 5
