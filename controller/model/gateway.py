@@ -3,6 +3,8 @@ is handled there. Built from objects validation has accepted."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +16,7 @@ from controller.model.values import FrozenMap, ResourceKey, str_map, str_tuple
 
 
 class ServerTls(msgspec.Struct, frozen=True, gc=False):
-    mode: str  # PASSTHROUGH (Istio's default), SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL
+    mode: str  # PASSTHROUGH (the default), SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL
     https_redirect: bool
     credential_name: str | None
     subject_alt_names: tuple[str, ...]
@@ -98,3 +100,48 @@ def build_gateway(raw: Mapping[str, Any]) -> Gateway:
             )
         )
     return Gateway(meta=meta, selector=str_map(spec.get("selector")), servers=tuple(servers))
+
+
+class Credential(msgspec.Struct, frozen=True, gc=False):
+    """A Secret as a gateway reads it: a certificate chain and key (and a CA bundle for mutual TLS).
+    Secrets of other shapes hold nothing here; their contents are never kept or logged."""
+
+    meta: ObjectMeta
+    cert: bytes
+    key: bytes
+    ca: bytes
+
+    @property
+    def key_ref(self) -> ResourceKey:
+        return ResourceKey("Secret", self.meta.namespace, self.meta.name)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.cert and self.key)
+
+    def __repr__(self) -> str:
+        return f"Credential({self.meta.namespace}/{self.meta.name}, usable={self.usable})"
+
+
+def _secret_value(raw: Mapping[str, Any], *names: str) -> bytes:
+    data = raw.get("data") or {}
+    plain = raw.get("stringData") or {}
+    for name in names:
+        if plain.get(name):
+            return str(plain[name]).encode()
+        if data.get(name):
+            try:
+                return base64.b64decode(str(data[name]), validate=True)
+            except (binascii.Error, ValueError):
+                return b""
+    return b""
+
+
+def build_credential(raw: Mapping[str, Any]) -> Credential:
+    """kubernetes.io/tls Secrets (tls.crt, tls.key, ca.crt) and Istio's generic form (cert, key, cacert)."""
+    return Credential(
+        meta=object_meta(raw),
+        cert=_secret_value(raw, "tls.crt", "cert"),
+        key=_secret_value(raw, "tls.key", "key"),
+        ca=_secret_value(raw, "ca.crt", "cacert"),
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from controller.model.gateway import build_gateway
+from controller.model.gateway import build_credential, build_gateway
 from controller.model.istio import (
     DestinationRule,
     ServiceEntry,
@@ -62,6 +62,7 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "ServiceEntry": build_service_entry,
     "Sidecar": build_sidecar,
     "Gateway": build_gateway,
+    "Secret": build_credential,
     "PeerAuthentication": build_peer_authentication,
     "AuthorizationPolicy": build_authorization_policy,
     "Telemetry": build_telemetry,

@@ -26,6 +26,7 @@ KINDS: tuple[str, ...] = (
     "PeerAuthentication",
     "AuthorizationPolicy",
     "Telemetry",
+    "Secret",  # TLS credentials of gateways (a Gateway server's credentialName)
 )
 
 ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]

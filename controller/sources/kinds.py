@@ -55,6 +55,7 @@ KIND_INFO: dict[str, KindInfo] = {
         KindInfo("PeerAuthentication", "security.istio.io", _ISTIO_SECURITY, "peerauthentications"),
         KindInfo("AuthorizationPolicy", "security.istio.io", _ISTIO_SECURITY, "authorizationpolicies"),
         KindInfo("Telemetry", "telemetry.istio.io", ("v1", "v1alpha1"), "telemetries"),
+        KindInfo("Secret", "", ("v1",), "secrets"),
     )
 }
 assert tuple(KIND_INFO) == KINDS, "the kinds table and base.KINDS must list the same kinds"

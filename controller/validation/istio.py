@@ -686,6 +686,8 @@ def _check_server(server: Mapping[str, Any], path: str, out: Issues) -> None:
         out.error(join(path, "tls.credentialName"), f"is required for TLS mode {mode}")
     if protocol == "HTTPS" and mode == "PASSTHROUGH":
         out.error(join(path, "tls.mode"), "PASSTHROUGH needs protocol TLS (HTTPS terminates TLS)")
+    if protocol in ("HTTPS", "TLS") and mode not in ("SIMPLE", "PASSTHROUGH"):
+        out.warn(join(path, "tls.mode"), f"{mode} is not served by Mizzen yet; this server is left out")
 
 
 GATEWAY_SERVER = obj(

@@ -18,6 +18,7 @@ from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from google.protobuf import json_format
 
 from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES, Resource
@@ -37,7 +38,17 @@ def decode(resource: Resource) -> Any:
 
 
 def to_dict(resource: Resource) -> dict[str, Any]:
-    return json_format.MessageToDict(decode(resource), preserving_proto_field_name=True)  # type: ignore[no-any-return]
+    return _redact(json_format.MessageToDict(decode(resource), preserving_proto_field_name=True))  # type: ignore[no-any-return]
+
+
+def _redact(value: Any) -> Any:
+    """Private keys given inline (a gateway's credential) never leave in a dump."""
+    if isinstance(value, dict):
+        hidden = {"inline_string": "[redacted]"}
+        return {k: hidden if k == "private_key" else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
 
 
 def dump(resources: Mapping[str, Mapping[str, Resource]]) -> dict[str, dict[str, Any]]:

@@ -11,8 +11,10 @@ that Gateway port to, when one does (Istio's Gateway port is the Service port) -
 - TLS ``PASSTHROUGH``: filter chains by SNI from the bound VirtualServices' ``tls`` rules, bytes untouched.
 - TCP: the bound VirtualServices' ``tcp`` rules.
 
-Servers that terminate TLS (``credentialName``) need the certificate from a Kubernetes Secret; they are
-reported and left out until that source exists.
+- HTTPS with ``credentialName`` (TLS mode SIMPLE): TLS terminated by the gateway with the certificate of
+  the Kubernetes Secret of that name in the Gateway's namespace, a filter chain per server chosen by SNI,
+  then HTTP routing as above (RouteConfiguration ``https.<port>.<server>.<gateway>``). A server whose
+  Secret is missing or holds no certificate and key is left out, and said so in the log.
 
 The gateway's clusters are its scope's outbound clusters (every service its namespace can see).
 """
@@ -26,6 +28,8 @@ from typing import Any
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from controller.model.gateway import Gateway, Server
 from controller.model.hosts import host_matches, visible_to
@@ -33,13 +37,22 @@ from controller.model.istio import HTTPRoute, VirtualService
 from controller.model.kube import Pod
 from controller.model.protocol import MeshProtocol
 from controller.model.snapshot import MeshSnapshot
-from controller.model.values import FrozenMap
+from controller.model.values import FrozenMap, ResourceKey
 from controller.xds import delegate as delegation
 from controller.xds import listeners as lds
 from controller.xds import routes as rds
 from controller.xds import tcp as l4
 from controller.xds.registry import Registry
-from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, make_resource
+from controller.xds.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    Resource,
+    any_of,
+    make_resource,
+)
 from mizzen import logs
 
 log = logs.get("xds.gateway")
@@ -128,13 +141,7 @@ class _Build:
             elif kind in ("tls", "tcp"):
                 self._l4(port, usable, tls=kind == "tls")
             else:
-                for g, s in usable:
-                    log.warning(
-                        "gateway server not served: TLS termination with credentialName needs the Secret",
-                        gateway=g.name,
-                        port=s.number,
-                        credential=s.tls.credential_name if s.tls else None,
-                    )
+                self._https(port, usable)
         return self.out
 
     @staticmethod
@@ -162,6 +169,57 @@ class _Build:
         )
 
     def _http(self, port: int, servers: list[tuple[Gateway, Server]]) -> None:
+        name = f"http.{port}"
+        self._put(ROUTE, name, rds.route_configuration(name, self._vhosts(port, servers)))
+        chain = listener_components_pb2.FilterChain(filters=[lds.hcm_filter(self._manager(port, name))])
+        self._put(LISTENER, f"0.0.0.0_{port}", _listener(port, [chain]))
+
+    def _https(self, port: int, servers: list[tuple[Gateway, Server]]) -> None:
+        chains = []
+        for i, (gw, server) in enumerate(servers):
+            tls = server.tls
+            assert tls is not None
+            why = ""
+            secret = None
+            if tls.mode != "SIMPLE":
+                why = f"TLS mode {tls.mode} (only SIMPLE termination is served)"
+            elif server.protocol != MeshProtocol.HTTPS:
+                why = "TLS termination of non-HTTP traffic"
+            else:
+                secret = self.snapshot.get(
+                    ResourceKey("Secret", gw.meta.namespace, tls.credential_name or "")
+                )
+                if secret is None or not secret.usable:
+                    why = f"Secret {gw.meta.namespace}/{tls.credential_name} with a certificate and key"
+            if secret is None or why:
+                log.warning("gateway server not served", gateway=gw.name, port=server.number, missing=why)
+                continue
+            name = f"https.{port}.{server.name or i}.{gw.meta.name}.{gw.meta.namespace}"
+            self._put(ROUTE, name, rds.route_configuration(name, self._vhosts(port, [(gw, server)])))
+            chain = listener_components_pb2.FilterChain(
+                name=name, filters=[lds.hcm_filter(self._manager(port, name))]
+            )
+            names = [h.host for h in server.hosts if h.host != "*"]
+            if names:
+                chain.filter_chain_match.server_names.extend(names)
+            chain.transport_socket.CopyFrom(_downstream_tls(secret.cert, secret.key, tls))
+            chains.append(chain)
+        if not chains:
+            return
+        listener = _listener(port, chains)
+        listener.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name=l4.TLS_INSPECTOR, typed_config=any_of(tls_inspector_pb2.TlsInspector())
+            )
+        )
+        self._put(LISTENER, listener.name, listener)
+
+    def _manager(self, port: int, rds_name: str) -> Any:
+        manager = lds.http_manager(f"outbound_0.0.0.0_{port}", rds_name=rds_name, policies=True)
+        manager.use_remote_address.value = True  # the edge: the client's address is the peer's
+        return manager
+
+    def _vhosts(self, port: int, servers: list[tuple[Gateway, Server]]) -> list[rc.VirtualHost]:
         routes_by_host: dict[str, list[rc.Route]] = {}
         redirect_hosts: set[str] = set()
         for gw, server in servers:
@@ -188,19 +246,7 @@ class _Build:
             if host in redirect_hosts:
                 vh.require_tls = rc.VirtualHost.ALL
             vhosts.append(vh)
-        name = f"http.{port}"
-        self._put(ROUTE, name, rds.route_configuration(name, vhosts))
-        manager = lds.http_manager(f"outbound_0.0.0.0_{port}", rds_name=name, policies=True)
-        manager.use_remote_address.value = True  # the edge: the client's address is the peer's
-        listener = listener_pb2.Listener(
-            name=f"0.0.0.0_{port}",
-            address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=port)
-            ),
-            traffic_direction=base_pb2.OUTBOUND,
-            filter_chains=[listener_components_pb2.FilterChain(filters=[lds.hcm_filter(manager)])],
-        )
-        self._put(LISTENER, listener.name, listener)
+        return vhosts
 
     def _l4(self, port: int, servers: list[tuple[Gateway, Server]], *, tls: bool) -> None:
         chains: list[l4.TcpChain] = []
@@ -228,6 +274,37 @@ class _Build:
         listener = l4.listener("0.0.0.0", port, merged)
         listener.ClearField("bind_to_port")  # a gateway binds its ports itself
         self._put(LISTENER, listener.name, listener)
+
+
+def _listener(port: int, chains: list[listener_components_pb2.FilterChain]) -> listener_pb2.Listener:
+    """A gateway listener: bound on ``port`` on every address."""
+    return listener_pb2.Listener(
+        name=f"0.0.0.0_{port}",
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=port)
+        ),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=chains,
+    )
+
+
+_TLS_VERSIONS = {"TLSV1_2": common_pb2.TlsParameters.TLSv1_2, "TLSV1_3": common_pb2.TlsParameters.TLSv1_3}
+
+
+def _downstream_tls(cert: bytes, key: bytes, tls: Any) -> base_pb2.TransportSocket:
+    """The server side of TLS with the credential's certificate, given inline (the proxy keeps it in its
+    secret store; the controller's debug dumps redact the key)."""
+    ctx = tls_pb2.DownstreamTlsContext()
+    common = ctx.common_tls_context
+    certificate = common.tls_certificates.add()
+    certificate.certificate_chain.inline_bytes = cert
+    certificate.private_key.inline_bytes = key
+    common.alpn_protocols.append("http/1.1")
+    if tls.min_version in _TLS_VERSIONS:
+        common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_version]
+    if tls.max_version in _TLS_VERSIONS:
+        common.tls_params.tls_maximum_protocol_version = _TLS_VERSIONS[tls.max_version]
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=any_of(ctx))
 
 
 def _routes_somewhere(rule: Any) -> bool:

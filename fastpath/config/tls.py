@@ -9,7 +9,9 @@ Every other field is refused with its path.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
+import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -174,6 +176,32 @@ def _sds_name(res: Resource, path: str, sds: secret_pb2.SdsSecretConfig) -> str:
     return sds.name
 
 
+def _inline_cert(res: Resource, path: str, c: Any) -> str:
+    """A certificate given inline (a gateway's credentialName, as the controller sends it): kept in the
+    secret store under a name made from its content, so contexts are made and cached as for SDS ones."""
+
+    def data(ds: Any) -> bytes:
+        if ds.WhichOneof("specifier") == "inline_bytes":
+            return bytes(ds.inline_bytes)
+        return str(ds.inline_string).encode()
+
+    chain, key = data(c.certificate_chain), data(c.private_key)
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:
+            files = (f"{tmp}/chain.pem", f"{tmp}/key.pem")
+            for name, content in zip(files, (chain, key), strict=True):
+                with open(name, "wb") as f:
+                    f.write(content)
+            ctx.load_cert_chain(*files)
+    except (ssl.SSLError, ValueError) as exc:
+        raise res.error(path, f"not a usable certificate and key: {exc}") from None
+    name = "inline:" + hashlib.sha256(chain + b"\0" + key).hexdigest()[:24]
+    if name not in tls.SECRETS.certs:
+        tls.SECRETS.set_cert(name, tls.CertSecret(chain, key))
+    return name
+
+
 def _data_source_file(res: Resource, path: str, ds: Any) -> str:
     if ds.WhichOneof("specifier") != "filename":
         raise res.error(path, "only a filename is supported")
@@ -261,10 +289,15 @@ def compile_common(res: Resource, path: str, ctx: tls_pb2.CommonTlsContext) -> C
         c = ctx.tls_certificates[0]
         cp = f"{path}.tls_certificates[0]"
         res.reject_unsupported(c, cp, {"certificate_chain", "private_key"})
-        cert_files = (
-            _data_source_file(res, join(cp, "certificate_chain"), c.certificate_chain),
-            _data_source_file(res, join(cp, "private_key"), c.private_key),
-        )
+        inline = ("inline_bytes", "inline_string")
+        kinds = (c.certificate_chain.WhichOneof("specifier"), c.private_key.WhichOneof("specifier"))
+        if kinds[0] in inline and kinds[1] in inline:
+            cert_sds = _inline_cert(res, cp, c)
+        else:
+            cert_files = (
+                _data_source_file(res, join(cp, "certificate_chain"), c.certificate_chain),
+                _data_source_file(res, join(cp, "private_key"), c.private_key),
+            )
     roots_sds = ""
     roots_file = ""
     san = None

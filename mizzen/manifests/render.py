@@ -84,7 +84,8 @@ _READ = ["get", "list", "watch"]
 
 def controller_cluster_rules() -> list[Obj]:
     return [
-        {"apiGroups": [""], "resources": ["namespaces", "pods", "services"], "verbs": _READ},
+        # Secrets: the TLS credentials Gateways name (credentialName), as istiod reads them.
+        {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "secrets"], "verbs": _READ},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": _READ},
         {
             "apiGroups": ["networking.istio.io"],

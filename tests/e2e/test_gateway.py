@@ -32,7 +32,45 @@ spec:
     tls: {mode: PASSTHROUGH}
   - port: {number: 9000, name: tcp, protocol: TCP}
     hosts: ["*"]
+  - port: {number: 8444, name: https, protocol: HTTPS}
+    hosts: [secure.example.com]
+    tls: {mode: SIMPLE, credentialName: secure-cert}
 """
+
+
+def tls_secret(name: str, host: str) -> str:
+    """A kubernetes.io/tls Secret with a fresh self-signed certificate for ``host``."""
+    import base64
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem_cert = cert.public_bytes(serialization.Encoding.PEM)
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    crt, k = (base64.b64encode(x).decode() for x in (pem_cert, pem_key))
+    return (
+        f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\n"
+        f"data: {{tls.crt: {crt}, tls.key: {k}}}\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +108,7 @@ spec:
   - {name: v2, labels: {version: v2}}
 """,
         )
+        m.apply("credentials", tls_secret("secure-cert", "secure.example.com"))
         m.apply("gateway", GATEWAY)
         m.apply(
             "routes",
@@ -218,3 +257,16 @@ spec:
     assert via_gateway(mesh, "new.shop.example") == [(200, "web-v1")]  # the exact host wins the wildcard
     mesh.remove("extra")
     assert via_gateway(mesh, "new.shop.example") == [(200, "web-v2")]
+
+
+def test_tls_termination_with_a_credential_secret(mesh: SmallMesh) -> None:
+    request = "GET /productpage HTTP/1.1\r\nHost: secure.example.com\r\nConnection: close\r\n\r\n"
+    answer = mesh.stream("browser", mesh.ip("ingress"), 8444, sni="secure.example.com", send=request)[0]
+    assert answer.startswith("HTTP/1.1 200") and '"name": "web-v1"' in answer, answer
+    # The certificate is rotated by changing the Secret: new connections get the new one.
+    mesh.apply("credentials", tls_secret("secure-cert", "secure.example.com"))
+    again = mesh.stream("browser", mesh.ip("ingress"), 8444, sni="secure.example.com", send=request)[0]
+    assert again.startswith("HTTP/1.1 200")
+    # The controller's debug dump does not show the private key.
+    dump = json.dumps(mesh.controller_dump("ingress"))
+    assert "PRIVATE KEY" not in dump and "[redacted]" in dump

@@ -609,10 +609,16 @@ class SmallMesh:
             for r in self._client(pod, spec)
         ]
 
-    def stream(self, pod: str, host: str, port: int, *, n: int = 1, sni: str | None = None) -> list[str]:
-        """``n`` TCP connections (TLS with ``sni`` when given); what the server answered on each."""
-        spec = {"kind": "tls" if sni else "tcp", "host": host, "port": port, "n": n, "sni": sni}
+    def stream(
+        self, pod: str, host: str, port: int, *, n: int = 1, sni: str | None = None, send: str = "hello"
+    ) -> list[str]:
+        """``n`` TCP connections (TLS with ``sni`` when given) sending ``send``; what came back on each."""
+        spec = {"kind": "tls" if sni else "tcp", "host": host, "port": port, "n": n, "sni": sni, "send": send}
         return [r["data"] if r["ok"] else f"error: {r['error']}" for r in self._client(pod, spec)]
+
+    def controller_dump(self, pod: str) -> Any:
+        """What the controller sent a pod's proxy (its /debug/config_dump)."""
+        return self._debug(f"/debug/config_dump?proxy={pod}")
 
     def admin(self, pod: str, path: str) -> str:
         """A page of the pod's sidecar admin interface (127.0.0.1:15000, reachable only in the pod)."""
