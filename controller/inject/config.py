@@ -32,6 +32,9 @@ class InjectConfig(msgspec.Struct, forbid_unknown_fields=True, rename="camel", k
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     # Where sidecars find the controller's plaintext xDS (the Service's 15010).
     xds_address: str = "mizzen-controller.mizzen-system.svc:15010"
+    # Where sidecars ask for their workload certificate: the controller's CA over TLS (the Service's 15012),
+    # verified with the root from the istio-ca-root-cert ConfigMap.
+    ca_address: str = "mizzen-controller.mizzen-system.svc:15012"
     mesh_namespace: str = "mizzen-system"
     excluded_namespaces: list[str] = msgspec.field(default_factory=lambda: list(ALWAYS_EXCLUDED))
     # "auto": a native sidecar (restartable init container) where the cluster runs Kubernetes 1.29+.

@@ -28,7 +28,11 @@ PROXY_UID = 1337
 PODINFO_DIR = "/etc/istio/pod"
 TOKEN_DIR = "/var/run/secrets/tokens"
 SCRATCH_DIR = "/etc/istio/proxy"
-VOLUMES = ("istio-envoy", "istio-podinfo", "istio-token")
+# The mesh's root certificate, from the ConfigMap the controller keeps in every namespace: the sidecar
+# verifies the CA (on 15012, over TLS) with it before it sends its certificate request and token.
+CA_ROOT_DIR = "/var/run/secrets/istio"
+CA_ROOT_CONFIGMAP = "istio-ca-root-cert"
+VOLUMES = ("istio-envoy", "istio-podinfo", "istio-token", "istiod-ca-cert")
 
 CANONICAL_NAME = "service.istio.io/canonical-name"
 CANONICAL_REVISION = "service.istio.io/canonical-revision"
@@ -201,6 +205,10 @@ def proxy_container(
         "args": [
             "--xds-address",
             config.xds_address,
+            "--ca-address",
+            config.ca_address,
+            "--ca-root-cert",
+            f"{CA_ROOT_DIR}/root-cert.pem",
             "--bootstrap-out",
             f"{SCRATCH_DIR}/bootstrap.json",
             "--drain-time-s",
@@ -230,6 +238,7 @@ def proxy_container(
             {"name": "istio-envoy", "mountPath": SCRATCH_DIR},
             {"name": "istio-podinfo", "mountPath": PODINFO_DIR},
             {"name": "istio-token", "mountPath": TOKEN_DIR},
+            {"name": "istiod-ca-cert", "mountPath": CA_ROOT_DIR, "readOnly": True},
         ],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -279,6 +288,7 @@ def volumes(config: InjectConfig) -> list[dict[str, Any]]:
                 ]
             },
         },
+        {"name": "istiod-ca-cert", "configMap": {"name": CA_ROOT_CONFIGMAP}},
     ]
 
 

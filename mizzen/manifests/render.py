@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from controller.ca.store import PLUGIN_SECRET as PLUGIN_CA_SECRET
+from controller.ca.store import SELF_SIGNED_SECRET as CA_SECRET
 from controller.inject.config import InjectConfig
 from controller.webhooks.server import DEFAULT_PORT as WEBHOOK_PORT
 from mizzen.manifests import crds as crd_defs
@@ -58,6 +60,7 @@ def inject_config(values: Obj) -> InjectConfig:
         image=image(values, "proxy"),
         image_pull_policy=values["imagePullPolicy"],
         xds_address=f"{CONTROLLER}.{ns}.svc:15010",
+        ca_address=f"{CONTROLLER}.{ns}.svc:15012",
         mesh_namespace=ns,
         native_sidecar=proxy["nativeSidecar"],
         hold_application_until_proxy_starts=proxy["holdApplicationUntilProxyStarts"],
@@ -111,8 +114,10 @@ def controller_cluster_rules() -> list[Obj]:
             "resourceNames": [VALIDATING],
             "verbs": ["get", "patch"],
         },
-        # ---- CA (issue 8): the rules the workload CA needs (e.g. tokenreviews, the root cert ConfigMap
-        # in every namespace) go here, in this marked place. ----
+        # The workload CA: callers' tokens checked by TokenReview (audience istio-ca), and the mesh's root
+        # kept in ConfigMap istio-ca-root-cert in every namespace (namespaces are read above).
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*_READ, "create", "update"]},
     ]
 
 
@@ -129,10 +134,20 @@ def controller_namespace_rules(self_managed_certs: bool) -> list[Obj]:
         # The mesh config (the istio ConfigMap's mesh key), read and watched.
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [MESH_CONFIG], "verbs": _READ},
     ]
+    # The CA's own key and certificate: istio-ca-secret (made on first start), or cacerts (plugged in).
+    rules += [
+        # create cannot be limited by name (the object does not exist yet); the rest can.
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [CA_SECRET, PLUGIN_CA_SECRET],
+            "verbs": ["get", "update"],
+        },
+    ]
     if self_managed_certs:
         rules += [
-            # create cannot be limited by name (the object does not exist yet); the rest can.
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            # (create, which cannot be limited by name, is granted above)
             {
                 "apiGroups": [""],
                 "resources": ["secrets"],

@@ -85,7 +85,11 @@ def test_controller_rbac_is_exactly_what_the_informers_and_webhooks_use() -> Non
     needed = {
         (info.group, info.plural, verb) for info in KIND_INFO.values() for verb in ("get", "list", "watch")
     }
-    assert _grants(role["rules"]) == needed
+    # The workload CA: TokenReview for callers' tokens, the root ConfigMap kept in every namespace.
+    ca = {("authentication.k8s.io", "tokenreviews", "create")} | {
+        ("", "configmaps", verb) for verb in ("get", "list", "watch", "create", "update")
+    }
+    assert _grants(role["rules"]) == needed | ca
     named = {
         (r["resources"][0], tuple(r["resourceNames"]), tuple(r["verbs"]))
         for r in role["rules"]
@@ -97,11 +101,20 @@ def test_controller_rbac_is_exactly_what_the_informers_and_webhooks_use() -> Non
     }
     namespaced = _by_kind(objects, "Role", "mizzen-controller")["rules"]
     assert _grants(namespaced) == {("coordination.k8s.io", "leases", "create"), ("", "secrets", "create")}
+    secrets = {
+        tuple(r["resourceNames"])
+        for r in namespaced
+        if r["resources"] == ["secrets"] and "resourceNames" in r
+    }
+    assert secrets == {("istio-ca-secret", "cacerts"), ("mizzen-webhook-certs",)}
     # No wildcard anywhere, no secrets cluster-wide.
     for rule in [*role["rules"], *namespaced]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
-    cm = render(CERT_MANAGER)
-    assert ("", "secrets", "create") not in _grants(_by_kind(cm, "Role", "mizzen-controller")["rules"])
+    # With cert-manager the webhook certificate is not ours to write; the CA's own Secret still is.
+    cm = _by_kind(render(CERT_MANAGER), "Role", "mizzen-controller")["rules"]
+    assert {
+        tuple(r["resourceNames"]) for r in cm if r["resources"] == ["secrets"] and "resourceNames" in r
+    } == {("istio-ca-secret", "cacerts")}
 
 
 def test_controller_and_agent_arguments_parse() -> None:
