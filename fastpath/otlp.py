@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from fastpath import http1
-from fastpath.tracing import NODE
+from fastpath.tracing import NODE, local_attributes
 from mizzen import logs
 
 if TYPE_CHECKING:
@@ -211,9 +212,26 @@ def _attribute(key: str, value: Any) -> common_pb2.KeyValue:
     return kv
 
 
+_local: list[Any] = []  # [(the attributes, their encoding as a Span's repeated attributes field)]
+
+
+def _local_encoded() -> bytes:
+    """This proxy's own span attributes, encoded once (as they are until its identity changes)."""
+    attrs = local_attributes()
+    if not _local or _local[0][0] != attrs:
+        holder = trace_pb2.Span()
+        for k, v in attrs.items():
+            kv = holder.attributes.add()
+            kv.key = k
+            kv.value.string_value = v
+        _local[:] = [(attrs, holder.SerializeToString())]
+    return _local[0][1]  # type: ignore[no-any-return]
+
+
 def encode(spans: list[Span], service_name: str) -> trace_service_pb2.ExportTraceServiceRequest:
     """An OTLP export request: one resource (this proxy's service), the spans grouped under it."""
     request = trace_service_pb2.ExportTraceServiceRequest()
+    local = _local_encoded()
     by_service: dict[str, list[Span]] = {}
     for span in spans:
         by_service.setdefault(span.config.service_name or service_name, []).append(span)
@@ -234,7 +252,12 @@ def encode(spans: list[Span], service_name: str) -> trace_service_pb2.ExportTrac
             out.kind = s.kind  # type: ignore[assignment]
             out.start_time_unix_nano = s.start_ns
             out.end_time_unix_nano = s.end_ns
-            out.attributes.extend(_attribute(k, v) for k, v in s.attributes.items())
+            out.MergeFromString(local)  # repeated fields concatenate: the shared attributes, pre-encoded
+            attributes = out.attributes
+            for k, v in s.attributes.items():
+                kv = attributes.add()  # built in place: a message per attribute would cost twice
+                kv.key = k
+                kv.value.string_value = v
             if s.status_error:
                 out.status.code = STATUS_ERROR  # type: ignore[assignment]
     return request

@@ -11,8 +11,10 @@ parent id the next hop sees; the span is finished when the exchange completes an
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,6 @@ from fastpath.stats import UNKNOWN, Identity
 KIND_SERVER = 2
 KIND_CLIENT = 3
 
-_M64 = (1 << 64) - 1
 _TRACEPARENT = b"\ntraceparent:"
 _B3_SINGLE = b"\nb3:"
 _B3_MULTI = b"\nx-b3-"
@@ -246,30 +247,66 @@ class Span:
 class Unsampled:
     """A request not sampled at its first hop: only the context that carries the decision onwards."""
 
-    __slots__ = ("extra", "trace_id")
+    __slots__ = ("extra", "trace_hex")
     replace = None
     sampled = False
 
-    def __init__(self, trace_id: int, extra: bytes) -> None:
-        self.trace_id = trace_id
+    def __init__(self, trace_hex: bytes, extra: bytes) -> None:
+        self.trace_hex = trace_hex
         self.extra = extra
 
     @property
     def trace_id_hex(self) -> str:
-        return f"{self.trace_id:032x}"
+        return self.trace_hex.decode()
+
+
+# Any trace header, case-insensitively, without IGNORECASE (which would make the search several times
+# slower): a literal newline first, so only the head's line starts are tried.
+_ANY_CONTEXT = re.compile(rb"\n(?:[Tt][Rr][Aa][Cc][Ee][Pp][Aa][Rr][Ee][Nn][Tt]|[Bb]3:|[Xx]-[Bb]3-)")
+
+
+def _not_sampled_traceparent(raw: bytes, at: int) -> bool:
+    """Whether the traceparent found at ``at`` is a well-formed version-00 one saying "not sampled"."""
+    end = raw.find(b"\r", at)
+    value = raw[at:end].lstrip(b" \t:").rstrip(b" \t")
+    return (
+        len(value) == 55
+        and value[:3] == b"00-"
+        and value[35:36] == b"-"
+        and value[52:53] == b"-"
+        and value[54:55] in b"02468aAcCeE"
+    )
+
+
+# Ids for the not-sampled context a first hop sends on: unique (a random per-process prefix and a
+# counter) rather than random, since nothing is recorded under them; cheaper than drawing 24 random bytes.
+_ID_PREFIX = b"%016x" % (random.getrandbits(64) | 1)
+_ID_SALT = random.getrandbits(64) | 1
+_unsampled_ids = itertools.count(random.getrandbits(48))
 
 
 def start(ex: Any, config: TraceConfig, rand: Any = random.random) -> Span | Unsampled | None:
-    """The tracing decision for one request, made when its head arrives; sets ``ex.trace``."""
-    ctx = extract(ex.head.raw)
+    """The tracing decision for one request, made when its head arrives; sets ``ex.trace``.
+
+    The common cases are kept short, since every request of a traced HCM comes here: no trace context
+    (one search of the head) and not sampled by our roll, or a caller's "not sampled" ``traceparent``
+    (the same search), which passes on untouched."""
+    raw = ex.head.raw
+    found = _ANY_CONTEXT.search(raw)
+    if found is None:
+        ctx = None
+    elif found.end() - found.start() == 12 and _not_sampled_traceparent(raw, found.end()):
+        return None  # the caller's "not sampled": its headers carry that decision on unchanged
+    else:
+        ctx = extract(raw)
     if ctx is None or ctx.sampled is None:
         if config.percent < 100.0 and rand() * 100.0 >= config.percent:
             if ctx is not None:
                 return None  # B3 ids without a decision, not sampled here: passed on as they came
-            r = random.getrandbits(192)
-            trace_id = r >> 64
+            n = next(_unsampled_ids)
+            trace_hex = _ID_PREFIX + b"%016x" % n
             state: Span | Unsampled = Unsampled(
-                trace_id, b"traceparent: 00-%032x-%016x-00\r\n" % (trace_id, (r & _M64) or 1)
+                trace_hex, b"traceparent: 00-" + trace_hex + b"-%016x-00\r\n" % (n ^ _ID_SALT)
             )
             ex.trace = state
             return state
@@ -335,14 +372,8 @@ def finish(ex: Any, span: Span) -> None:
     me = NODE.identity
     status = ex.status
     attrs = span.attributes
-    attrs["node_id"] = NODE.node_id
-    attrs["zone"] = ""
-    attrs["component"] = "proxy"
-    attrs["istio.canonical_service"] = me.canonical_service
-    attrs["istio.canonical_revision"] = me.canonical_revision
-    attrs["istio.namespace"] = me.namespace
-    attrs["istio.cluster_id"] = me.cluster
-    attrs["istio.mesh_id"] = "cluster.local"
+    # This proxy's own attributes (node_id, istio.*) are the same on every span: the exporter adds them
+    # (local_attributes), encoded once.
     attrs["guid:x-request-id"] = ex.request_id.decode("latin-1") if ex.request_id is not None else ""
     attrs["http.url"] = f"http://{host}{path}"[: config.max_path_tag_length]
     attrs["http.method"] = head.method.decode("latin-1")
@@ -379,6 +410,21 @@ def finish(ex: Any, span: Span) -> None:
     exporter.add(span, conn)
 
 
+def local_attributes() -> dict[str, str]:
+    """The attributes every span of this proxy carries (Istio's node and workload tags)."""
+    me = NODE.identity
+    return {
+        "node_id": NODE.node_id,
+        "zone": "",
+        "component": "proxy",
+        "istio.canonical_service": me.canonical_service,
+        "istio.canonical_revision": me.canonical_revision,
+        "istio.namespace": me.namespace,
+        "istio.cluster_id": me.cluster,
+        "istio.mesh_id": "cluster.local",
+    }
+
+
 def environment_tag(name: str, variable: str, default: str) -> CustomTag:
     """A custom tag from this process's environment, read once (Envoy reads it at config time too)."""
     return CustomTag(name, os.environ.get(variable, default), None, default)
@@ -391,4 +437,3 @@ def trace_id_of(ex: Any) -> str:
         return trace.trace_id_hex  # type: ignore[no-any-return]
     ctx = extract(ex.head.raw)
     return f"{ctx.trace_id:032x}" if ctx is not None and ctx.trace_id else ""
-
