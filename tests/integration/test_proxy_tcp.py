@@ -143,8 +143,8 @@ def test_sigterm_drains_open_connections(tmp_path: Path, upstream: HalfCloseServ
 
 def test_invalid_bootstrap_is_refused_with_the_field_named(tmp_path: Path) -> None:
     boot = one_hop(free_port(), 1)
-    boot["static_resources"]["clusters"][0]["lb_policy"] = "MAGLEV"
+    boot["static_resources"]["clusters"][0]["lb_policy"] = "LOAD_BALANCING_POLICY_CONFIG"
     proxy = ProxyProcess(tmp_path, boot)
     assert proxy.proc.wait(timeout=20) == 1
-    assert 'outbound|9000||up\\": lb_policy: MAGLEV is not supported' in proxy.log.read_text()
+    assert 'outbound|9000||up\\": lb_policy: LOAD_BALANCING_POLICY_CONFIG is not supported' in proxy.log.read_text()
     proxy.stop()
