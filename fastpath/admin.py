@@ -76,7 +76,6 @@ def admin_routes(
         return _text(lines)
 
     def clusters(_: dict[str, str]) -> Reply:
-        now = time.monotonic()
         lines = []
         for name, cluster in sorted(proxy.clusters.clusters.items()):
             b = cluster.breakers
@@ -89,7 +88,8 @@ def admin_routes(
                 lines.append(f"{prefix}::cx_active::{host.connections}")
                 lines.append(f"{prefix}::rq_active::{host.active_requests}")
                 lines.append(f"{prefix}::weight::{host.weight}")
-                health = "/failed_outlier_check" if host.ejected_until > now else "healthy"
+                # Out until the detector's interval tick brings it back, even past ejected_until.
+                health = "/failed_outlier_check" if host.ejected_until else "healthy"
                 lines.append(f"{prefix}::health_flags::{health}")
         return _text(lines)
 

@@ -21,7 +21,7 @@ from fastpath import sniff
 from fastpath.clusters import ClusterManager
 from fastpath.config.listeners import FilterChainConfig, ListenerConfig
 from fastpath.http_conn import DownstreamConnection
-from fastpath.sockets import original_dst
+from fastpath.sockets import original_dst, set_keepalive
 from fastpath.stats import Stats
 from fastpath.tcp_proxy import TcpSession, connect_upstream
 from fastpath.tls import TlsError, TlsLayer
@@ -344,6 +344,11 @@ class Proxy:
                 error=session.info.get("failure"),
             )
             session.close()
+            return
+        keepalive = cluster.config.tcp_keepalive
+        upstream = session.upstream.transport
+        if keepalive is not None and upstream is not None:
+            set_keepalive(upstream.get_extra_info("socket"), *keepalive)
 
     def _done(self, session: TcpSession) -> None:
         self.sessions.discard(session)
