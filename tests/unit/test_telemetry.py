@@ -113,6 +113,18 @@ def test_mesh_config_validation() -> None:
     }
 
 
+def test_an_opentelemetry_provider_without_http_is_warned_about() -> None:
+    grpc = mesh_config_object(
+        {
+            "extensionProviders": [
+                {"name": "o", "opentelemetry": {"service": "c.ns.svc.cluster.local", "port": 4317}}
+            ]
+        }
+    )
+    [warning] = [i for i in validate(grpc) if i.severity == "warning"]
+    assert warning.path == "extensionProviders[0].opentelemetry" and "OTLP/HTTP" in warning.message
+
+
 def test_mesh_config_file_forms() -> None:
     assert parse("enableTracing: false\n", "f")["spec"] == {"enableTracing": False}
     cm = "kind: ConfigMap\ndata:\n  mesh: |\n    accessLogFile: /dev/stdout\n"
