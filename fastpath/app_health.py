@@ -1,10 +1,11 @@
 """App probes through the sidecar: ``/app-health/<container>/<kind>`` on 15020 (Istio's probe rewrite).
 
-The injector moves each HTTP or TCP probe of the app into ``ISTIO_KUBE_APP_PROBERS`` and points the
+The injector moves each HTTP, TCP or gRPC probe of the app into ``ISTIO_KUBE_APP_PROBERS`` and points the
 kubelet at 15020; here the sidecar runs the original probe against the app over the pod's loopback
 (127.0.0.1 is not captured, so neither the inbound listener nor mTLS is in the way) and answers with its
 outcome: the app's own status code for HTTP probes (the kubelet counts 200-399 as success), 200 or 503
-for TCP ones.
+for TCP ones and for gRPC ones (``grpc.health.v1.Health/Check``: 200 only when the app says SERVING, as the
+kubelet's own gRPC probe decides).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ class ProberError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Prober:
     path: str  # /app-health/<container>/<kind>
-    kind: str  # "http" or "tcp"
+    kind: str  # "http", "tcp" or "grpc"
     port: int
     timeout: float
     host: str = "127.0.0.1"
     target: str = "/"
     scheme: str = "HTTP"
     headers: tuple[tuple[str, str], ...] = ()
+    service: str = ""  # gRPC: the service asked about ("" is the server as a whole)
 
 
 def _port(value: Any, where: str) -> int:
@@ -90,8 +92,17 @@ def parse(text: str | None) -> dict[str, Prober]:
                 timeout,
                 str(sock.get("host") or "127.0.0.1"),
             )
+        elif isinstance(spec.get("grpc"), Mapping):
+            g = spec["grpc"]
+            out[path] = Prober(
+                path,
+                "grpc",
+                _port(g.get("port"), f"{where}.grpc"),
+                timeout,
+                service=str(g.get("service") or ""),
+            )
         else:
-            raise ProberError(f"{where}: needs httpGet or tcpSocket")
+            raise ProberError(f"{where}: needs httpGet, tcpSocket or grpc")
     return out
 
 
@@ -105,7 +116,47 @@ async def run(prober: Prober) -> tuple[int, bytes]:
         return 503, f"cannot reach the app on port {prober.port}: {exc.strerror or exc}\n".encode()
 
 
+# grpc.health.v1 by hand (two one-field messages): no generated code for so little.
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _health_request(service: str) -> bytes:
+    data = service.encode()
+    if not data:
+        return b""
+    length, prefix = len(data), bytearray()
+    while length >= 0x80:
+        prefix.append(length & 0x7F | 0x80)
+        length >>= 7
+    prefix.append(length)
+    return b"\x0a" + bytes(prefix) + data
+
+
+def _health_status(reply: bytes) -> int:
+    """The ``status`` of a HealthCheckResponse (field 1, varint); 0 when absent."""
+    if len(reply) >= 2 and reply[0] == 0x08:
+        return reply[1] & 0x7F
+    return 0
+
+
+async def _grpc_check(prober: Prober) -> tuple[int, bytes]:
+    import grpc  # the certificate client has it loaded already in a meshed sidecar
+
+    async with grpc.aio.insecure_channel(f"{prober.host}:{prober.port}") as channel:
+        check = channel.unary_unary(_HEALTH_CHECK)
+        try:
+            reply = await check(_health_request(prober.service), timeout=prober.timeout)
+        except grpc.aio.AioRpcError as exc:
+            return 503, f"health check failed: {exc.code().name}: {exc.details()}\n".encode()
+    status = _health_status(reply)
+    name = _STATUS.get(status, str(status))
+    return (200 if status == 1 else 503), f"{name}\n".encode()
+
+
 async def _run(prober: Prober) -> tuple[int, bytes]:
+    if prober.kind == "grpc":
+        return await _grpc_check(prober)
     if prober.kind == "tcp":
         _, writer = await asyncio.open_connection(prober.host, prober.port)
         writer.close()

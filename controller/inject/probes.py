@@ -56,13 +56,21 @@ def _prober(probe: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str,
             return None
         sock["port"] = port
         return {"tcpSocket": sock, "timeoutSeconds": timeout}
-    # exec probes run inside the container (no network); gRPC probes are left to reach the app through
-    # the inbound path, which works unless the port requires mTLS.
-    return None
+    if isinstance(probe.get("grpc"), Mapping):
+        grpc = dict(probe["grpc"])
+        port = grpc.get("port")  # a number: Kubernetes has no named ports for gRPC probes
+        if not isinstance(port, int) or isinstance(port, bool) or port in _SIDECAR_PORTS:
+            return None
+        out: dict[str, Any] = {"port": port}
+        if grpc.get("service"):
+            out["service"] = str(grpc["service"])
+        return {"grpc": out, "timeoutSeconds": timeout}
+    return None  # exec probes run inside the container and need no network
 
 
 def rewrite(containers: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The containers with their HTTP and TCP probes pointed at 15020, and the probers to hand the proxy."""
+    """The containers with their HTTP, TCP and gRPC probes pointed at 15020, and the probers to hand the
+    proxy."""
     probers: dict[str, Any] = {}
     out = []
     for container in containers:
@@ -77,7 +85,7 @@ def rewrite(containers: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
                 continue
             path = app_health_path(name, kind)
             probers[path] = prober
-            rewritten = {k: v for k, v in probe.items() if k not in ("httpGet", "tcpSocket")}
+            rewritten = {k: v for k, v in probe.items() if k not in ("httpGet", "tcpSocket", "grpc")}
             rewritten["httpGet"] = {"path": path, "port": METRICS_PORT, "scheme": "HTTP"}
             container[field] = rewritten
         out.append(container)

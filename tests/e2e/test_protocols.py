@@ -27,7 +27,9 @@ def mesh() -> Iterator[SmallMesh]:
         m.service("web", {"app": "web"}, {"web": 8080})  # "web" names no protocol: sniffed
         m.service("greeter", {"app": "greeter"}, {"grpc": 50051})
         m.start()
-        m._run(m.pods["greeter"], [sys.executable, str(SUPPORT / "grpcapp.py"), "50051", "greeter", "0.0.0.0"])
+        m._run(
+            m.pods["greeter"], [sys.executable, str(SUPPORT / "grpcapp.py"), "50051", "greeter", "0.0.0.0"]
+        )
         yield m
 
 

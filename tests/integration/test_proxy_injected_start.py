@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from support.grpcapp import GrpcApp
 from support.proxyproc import free_port
 
 BIN = Path(sys.executable).parent
@@ -62,6 +63,7 @@ async def test_injected_sidecar_starts_from_env_and_serves_app_probes(tmp_path: 
     xds, debug = free_port(), free_port()
     admin, health, metrics = free_port(), free_port(), free_port()
     closed = free_port()  # nothing listens here
+    greeter = GrpcApp("greeter")
     procs: list[subprocess.Popen[bytes]] = []
     ctl_log, proxy_log = tmp_path / "controller.log", tmp_path / "proxy.log"
     labels = tmp_path / "labels"
@@ -74,6 +76,10 @@ async def test_injected_sidecar_starts_from_env_and_serves_app_probes(tmp_path: 
         "/app-health/reviews/livez": {"httpGet": {"path": "/broken", "port": app}, "timeoutSeconds": 2},
         "/app-health/reviews/startupz": {"tcpSocket": {"port": app}, "timeoutSeconds": 2},
         "/app-health/sidecar2/readyz": {"tcpSocket": {"port": closed}, "timeoutSeconds": 2},
+        # gRPC probes: grpc.health.v1 asked of the app, SERVING or not.
+        "/app-health/greeter/readyz": {"grpc": {"port": greeter.port}, "timeoutSeconds": 2},
+        "/app-health/greeter/livez": {"grpc": {"port": greeter.port, "service": "down"}, "timeoutSeconds": 2},
+        "/app-health/greeter/startupz": {"grpc": {"port": closed}, "timeoutSeconds": 2},
     }
     env = {
         **os.environ,
@@ -153,8 +159,12 @@ async def test_injected_sidecar_starts_from_env_and_serves_app_probes(tmp_path: 
             "/app-health/reviews/livez": 500,  # the app's own answer
             "/app-health/reviews/startupz": 200,
             "/app-health/sidecar2/readyz": 503,
+            "/app-health/greeter/readyz": 200,
+            "/app-health/greeter/livez": 503,
+            "/app-health/greeter/startupz": 503,
         }
     finally:
+        greeter.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:

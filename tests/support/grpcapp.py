@@ -4,7 +4,10 @@ Service ``mizzen.test.Echo``:
 - ``Who`` (unary): ``<name>:<request>``; request metadata ``fail-until`` = K with ``key`` = X makes the first
   K calls with that key end UNAVAILABLE; ``status`` = N ends the call with that code and message "asked".
 - ``Count`` (server streaming): as many messages as the request's number, ``<name>:<i>``.
-- ``Join`` (client streaming): the messages joined with ","; ``Chat`` (bidirectional): each message upper-cased.
+- ``Join`` (client streaming): the messages joined with ","; ``Chat`` (bidirectional): each message
+  upper-cased.
+And ``grpc.health.v1.Health/Check``: SERVING for "" and ``mizzen.test.Echo``, NOT_SERVING for "down",
+NOT_FOUND for anything else.
 
 Run as ``python grpcapp.py PORT NAME [HOST]`` (HOST 127.0.0.1 unless given); prints "ready" once serving.
 """
@@ -36,8 +39,12 @@ def serve(port: int, name: str, host: str = "127.0.0.1") -> None:
             if failures[key] <= int(md["fail-until"]):
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"failing {failures[key]}")
         if "status" in md:
-            context.abort(grpc.StatusCode(  # type: ignore[call-arg]
-                next(c for c in grpc.StatusCode if c.value[0] == int(md["status"]))), "asked")
+            context.abort(
+                grpc.StatusCode(  # type: ignore[call-arg]
+                    next(c for c in grpc.StatusCode if c.value[0] == int(md["status"]))
+                ),
+                "asked",
+            )
         context.set_trailing_metadata((("served-by", name),))
         return name.encode() + b":" + request
 
@@ -52,14 +59,30 @@ def serve(port: int, name: str, host: str = "127.0.0.1") -> None:
         for message in requests:
             yield message.upper()
 
-    handler = grpc.method_handlers_generic_handler("mizzen.test.Echo", {
-        "Who": grpc.unary_unary_rpc_method_handler(who),
-        "Count": grpc.unary_stream_rpc_method_handler(count),
-        "Join": grpc.stream_unary_rpc_method_handler(join),
-        "Chat": grpc.stream_stream_rpc_method_handler(chat),
-    })
+    def health(request: bytes, context: Any) -> bytes:
+        # grpc.health.v1: HealthCheckRequest{service = 1}, HealthCheckResponse{status = 1}.
+        service = request[2 : 2 + request[1]].decode() if request[:1] == b"\x0a" else ""
+        if service in ("", "mizzen.test.Echo"):
+            return b"\x08\x01"  # SERVING
+        if service == "down":
+            return b"\x08\x02"  # NOT_SERVING
+        context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service!r}")
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "mizzen.test.Echo",
+        {
+            "Who": grpc.unary_unary_rpc_method_handler(who),
+            "Count": grpc.unary_stream_rpc_method_handler(count),
+            "Join": grpc.stream_unary_rpc_method_handler(join),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        },
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((handler,))
+    health_handler = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(health)}
+    )
+    server.add_generic_rpc_handlers((handler, health_handler))
     server.add_insecure_port(f"{host}:{port}")
     server.start()
     print("ready", flush=True)
@@ -72,7 +95,9 @@ class GrpcApp:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.name = name
-        self.proc = subprocess.Popen([sys.executable, str(HERE), str(self.port), name], stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE), str(self.port), name], stdout=subprocess.PIPE
+        )
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == b"ready"
         deadline = time.monotonic() + 10
