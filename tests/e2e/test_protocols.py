@@ -103,3 +103,51 @@ def test_grpc_is_http2_end_to_end(mesh: SmallMesh) -> None:
         mesh, "greeter", "istio_requests_total", 5, reporter="destination", request_protocol="grpc"
     )
     assert served == 5
+
+
+GRPC_POLICY_CLIENT = """
+import json, sys, time, grpc
+channel = grpc.insecure_channel("greeter:50051")
+who = channel.unary_unary("/mizzen.test.Echo/Who")
+out = {}
+try:
+    who(b"x", metadata=(("x-fault", "yes"),), timeout=10)
+except grpc.RpcError as err:
+    out["fault"] = [err.code().name, err.details()]
+key = "k%d" % time.monotonic_ns()
+out["retried"] = who(b"r", metadata=(("fail-until", "2"), ("key", key)), timeout=10).decode()
+print(json.dumps(out))
+"""
+
+
+def test_grpc_fault_abort_and_retry_from_istio_yaml(mesh: SmallMesh) -> None:
+    mesh.apply(
+        "greeter-policy",
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: greeter}
+spec:
+  hosts: [greeter]
+  http:
+  - match: [{headers: {x-fault: {exact: "yes"}}}]
+    fault: {abort: {grpcStatus: PERMISSION_DENIED, percentage: {value: 100}}}
+    route: [{destination: {host: greeter}}]
+  - route: [{destination: {host: greeter}}]
+    retries: {attempts: 3, retryOn: unavailable, perTryTimeout: 2s}
+""",
+    )
+    try:
+        proc = mesh.node.spawn("client", [sys.executable, "-c", GRPC_POLICY_CLIENT], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+        got = json.loads(out)
+        # The client's sidecar answered the faulted call itself, with the configured gRPC status.
+        assert got["fault"][0] == "PERMISSION_DENIED"
+        # UNAVAILABLE twice from the app, then served: the sidecar retried (retryOn unavailable).
+        assert got["retried"] == "greeter:r"
+        assert settle(mesh, "client", "istio_requests_total", 1, reporter="source", grpc_response_status="7",
+                      response_flags="FI") == 1  # fmt: skip
+    finally:
+        mesh.remove("greeter-policy")
