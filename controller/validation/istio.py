@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.model.policies import GRPC_CODES
+from controller.validation.gateway import GATEWAY, PROTOCOLS
 from controller.validation.schema import (
     Field,
     Issues,
@@ -27,7 +28,6 @@ from controller.validation.schema import (
 from controller.validation.security import AUTHORIZATION_POLICY, CLIENT_TLS, PEER_AUTHENTICATION
 from controller.validation.telemetry import MESH_CONFIG, TELEMETRY
 
-PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "MYSQL", "REDIS", "UDP")
 LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
 
 
@@ -655,99 +655,6 @@ SIDECAR = obj(
     }
 )
 
-
-def _gateway_host() -> Any:
-    def check(value: Any, path: str, out: Issues) -> None:
-        if not isinstance(value, str) or not value:
-            out.error(path, "must be a host name, optionally namespace/host")
-            return
-        ns, sep, host = value.partition("/")
-        if sep and (not ns or not host):
-            out.error(path, f"must be namespace/host with both parts set (got {value!r})")
-        name = host if sep else value
-        if "*" in name and not (name == "*" or (name.startswith("*.") and "*" not in name[1:])):
-            out.error(path, f"{value!r}: a wildcard is either '*' or a leading '*.'")
-
-    return check
-
-
-_TERMINATING = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
-GATEWAY_TLS_MODES = ("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL")
-
-
-def _check_server(server: Mapping[str, Any], path: str, out: Issues) -> None:
-    port = server.get("port") or {}
-    protocol = str(port.get("protocol") or "").upper()
-    tls = server.get("tls") or {}
-    mode = tls.get("mode") or "PASSTHROUGH"
-    if protocol in ("HTTPS", "TLS") and not tls:
-        out.error(join(path, "tls"), f"is required for a {protocol} server")
-    if protocol in ("HTTPS", "TLS") and mode in _TERMINATING and not tls.get("credentialName"):
-        out.error(join(path, "tls.credentialName"), f"is required for TLS mode {mode}")
-    if protocol == "HTTPS" and mode == "PASSTHROUGH":
-        out.error(join(path, "tls.mode"), "PASSTHROUGH needs protocol TLS (HTTPS terminates TLS)")
-    if protocol in ("HTTPS", "TLS") and mode not in ("SIMPLE", "PASSTHROUGH"):
-        out.warn(join(path, "tls.mode"), f"{mode} is not served by Mizzen yet; this server is left out")
-
-
-GATEWAY_SERVER = obj(
-    {
-        "port": Field(
-            obj(
-                {
-                    "number": Field(port_number(), required=True),
-                    "protocol": Field(string(enum=PROTOCOLS), required=True),
-                    "name": string(),
-                    "targetPort": port_number(),
-                }
-            ),
-            required=True,
-        ),
-        "hosts": Field(list_of(_gateway_host(), min_items=1), required=True),
-        "name": string(),
-        "bind": Unsupported("binding a server to one address"),
-        "defaultEndpoint": Unsupported(),
-        "tls": obj(
-            {
-                "httpsRedirect": boolean(),
-                "mode": string(enum=GATEWAY_TLS_MODES),
-                "credentialName": string(non_empty=True),
-                "credentialNames": Unsupported(),
-                "serverCertificate": Unsupported("certificate files; use credentialName"),
-                "privateKey": Unsupported("key files; use credentialName"),
-                "caCertificates": Unsupported("CA files; use credentialName"),
-                "caCrl": Unsupported(),
-                "subjectAltNames": list_of(string(non_empty=True)),
-                "verifyCertificateSpki": Unsupported(),
-                "verifyCertificateHash": Unsupported(),
-                "minProtocolVersion": string(enum=("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")),
-                "maxProtocolVersion": string(enum=("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")),
-                "cipherSuites": Unsupported(),
-                "tlsCertificates": Unsupported(),
-            }
-        ),
-    },
-    extra=_check_server,
-)
-
-
-def _check_gateway(spec: Mapping[str, Any], path: str, out: Issues) -> None:
-    protocols: dict[int, str] = {}
-    for i, server in enumerate(spec.get("servers") or []):
-        port = (server.get("port") or {}) if isinstance(server, Mapping) else {}
-        number, protocol = port.get("number"), str(port.get("protocol") or "").upper()
-        if not isinstance(number, int):
-            continue
-        first = protocols.setdefault(number, protocol)
-        if first != protocol:
-            where = f"servers[{i}].port.protocol"
-            out.error(where, f"port {number} is {first} in another server of this Gateway")
-
-
-GATEWAY = obj(
-    {"selector": map_of(string()), "servers": Field(list_of(GATEWAY_SERVER, min_items=1), required=True)},
-    extra=_check_gateway,
-)
 
 # Kept and versioned, but nothing is enforced from them yet; the user is told.
 NOT_ENFORCED: dict[str, str] = {}
