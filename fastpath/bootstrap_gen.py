@@ -3,7 +3,7 @@
 Who the pod is comes from what the injector wired into the container: env vars from the downward API
 (POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT, NODE_NAME), ``ISTIO_META_*`` vars copied into the
 node metadata as Istio's agent does, and the pod's labels from the downward API file. The node id and
-metadata are Istio's: ``sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>``.
+metadata are Istio's: ``sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>`` (``router~...`` for a gateway).
 """
 
 from __future__ import annotations
@@ -60,8 +60,12 @@ def generate(
     labels_file: Path | None = LABELS_FILE,
     *,
     admin_port: int = 15000,
+    proxy_type: str = "sidecar",
 ) -> dict[str, Any]:
-    """An Envoy-shaped bootstrap following the controller at ``xds_address`` over Delta ADS."""
+    """An Envoy-shaped bootstrap following the controller at ``xds_address`` over Delta ADS; ``proxy_type``
+    ``router`` makes a gateway (it gets the Gateways selecting its labels instead of sidecar config)."""
+    if proxy_type not in ("sidecar", "router"):
+        raise BootstrapGenError(f"--proxy-type: sidecar or router, not {proxy_type!r}")
     env = os.environ if env is None else env
     host, port = split_address(xds_address)
     missing = [name for name in ("POD_NAME", "POD_NAMESPACE", "INSTANCE_IP") if not env.get(name)]
@@ -95,7 +99,7 @@ def generate(
     endpoint = {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
     return {
         "node": {
-            "id": f"sidecar~{ip}~{name}.{namespace}~{namespace}.svc.{domain}",
+            "id": f"{proxy_type}~{ip}~{name}.{namespace}~{namespace}.svc.{domain}",
             "cluster": f"{app}.{namespace}",
             "metadata": metadata,
         },
@@ -126,7 +130,7 @@ def generate(
     }
 
 
-def build(xds_address: str, out: str | None = None) -> Any:
+def build(xds_address: str, out: str | None = None, proxy_type: str = "sidecar") -> Any:
     """The parsed bootstrap for this pod (``fastpath.bootstrap.Bootstrap``), written to ``out`` if given."""
     import json
 
@@ -134,7 +138,7 @@ def build(xds_address: str, out: str | None = None) -> Any:
 
     # Where the downward API mounts the labels; overridable to run the sidecar outside a pod.
     labels = Path(os.environ.get("MIZZEN_LABELS_FILE") or LABELS_FILE)
-    data = generate(xds_address, labels_file=labels)
+    data = generate(xds_address, labels_file=labels, proxy_type=proxy_type)
     if out:
         # Only for people looking (kubectl exec ... cat); the proxy runs from memory.
         Path(out).write_text(json.dumps(data, indent=2))

@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--bootstrap-out", metavar="PATH", help="with --xds-address: also write the bootstrap here"
     )
     p.add_argument(
+        "--proxy-type",
+        choices=("sidecar", "router"),
+        default="sidecar",
+        help="with --xds-address: router runs a gateway (Istio's 'proxy router'): no capture, the ports of "
+        "the Gateways selecting the pod's labels",
+    )
+    p.add_argument(
         "--wait-ready",
         action="store_true",
         help="wait until the sidecar on --health-port is ready, then exit (the injected postStart hook)",
@@ -116,7 +123,9 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
     log = logs.get("proxy")
     try:
         if args.xds_address:
-            boot = bootstrap_gen.build(args.xds_address, args.bootstrap_out if worker == 0 else None)
+            boot = bootstrap_gen.build(
+                args.xds_address, args.bootstrap_out if worker == 0 else None, args.proxy_type
+            )
         else:
             boot = bootstrap.load(args.config_path)
         probers = app_health.parse(os.environ.get(app_health.ENV))

@@ -51,6 +51,13 @@ def test_node_identity_and_a_dns_named_controller(tmp_path: Path) -> None:
     assert ip["static_resources"]["clusters"][0]["type"] == "STATIC"
 
 
+def test_a_gateway_is_a_router_node() -> None:
+    data = bootstrap_gen.generate("10.96.0.10:15010", ENV, None, proxy_type="router")
+    assert data["node"]["id"] == "router~10.244.1.7~web-7d9f-x2.shop~shop.svc.cluster.local"
+    with pytest.raises(bootstrap_gen.BootstrapGenError, match="--proxy-type"):
+        bootstrap_gen.generate("10.96.0.10:15010", ENV, None, proxy_type="waypoint")
+
+
 @pytest.mark.parametrize("address", ["controller", "controller:", ":15010", "controller:99999"])
 def test_bad_address_is_named(address: str) -> None:
     with pytest.raises(bootstrap_gen.BootstrapGenError, match="--xds-address"):
