@@ -48,6 +48,16 @@ def _text(lines: list[str]) -> Reply:
     return 200, ("\n".join(lines) + "\n").encode(), TEXT
 
 
+def _redact(value: Any) -> Any:
+    """Private keys given inline (a gateway's credential) are not shown, as Envoy's dump hides secrets."""
+    if isinstance(value, dict):
+        hidden = {"inline_string": "[redacted]"}
+        return {k: hidden if k == "private_key" else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
 def admin_routes(
     proxy: Proxy, quit_event: asyncio.Event, worker: int = 0, workers: int = 1, supervisor: int = 0
 ) -> Routes:
@@ -62,7 +72,8 @@ def admin_routes(
         dump: dict[str, Any] = {"version": proxy.config.version}
         for type_url, resources in proxy.config.raw.items():
             dump[SHORT.get(type_url, type_url)] = [
-                json_format.MessageToDict(m, preserving_proto_field_name=True) for m in resources.values()
+                _redact(json_format.MessageToDict(m, preserving_proto_field_name=True))
+                for m in resources.values()
             ]
         return 200, orjson.dumps(dump), JSON
 

@@ -267,6 +267,19 @@ def test_tls_termination_with_a_credential_secret(mesh: SmallMesh) -> None:
     mesh.apply("credentials", tls_secret("secure-cert", "secure.example.com"))
     again = mesh.stream("browser", mesh.ip("ingress"), 8444, sni="secure.example.com", send=request)[0]
     assert again.startswith("HTTP/1.1 200")
-    # The controller's debug dump does not show the private key.
+    # Neither the controller's debug dump nor the gateway's admin dump shows the private key.
     dump = json.dumps(mesh.controller_dump("ingress"))
     assert "PRIVATE KEY" not in dump and "[redacted]" in dump
+    local = json.loads(mesh.admin("ingress", "/config_dump"))
+    keys = [cert["private_key"] for certs in _find(local, "tls_certificates") for cert in certs]  # type: ignore[attr-defined]
+    assert keys and all(k == {"inline_string": "[redacted]"} for k in keys)
+
+
+def _find(value: object, name: str) -> list[object]:
+    """Every value under key ``name`` anywhere in a JSON document."""
+    if isinstance(value, dict):
+        here = [v for k, v in value.items() if k == name]
+        return here + [x for v in value.values() for x in _find(v, name)]
+    if isinstance(value, list):
+        return [x for v in value for x in _find(v, name)]
+    return []
