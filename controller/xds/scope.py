@@ -85,7 +85,8 @@ def sidecar_for(snapshot: MeshSnapshot, namespace: str, labels: FrozenMap[str]) 
 def scope_of(snapshot: MeshSnapshot, node: ProxyNode) -> ScopeKey:
     pod = find_pod(snapshot, node)
     labels = pod.labels if pod is not None else node.labels
-    sidecar = sidecar_for(snapshot, node.namespace, labels)
+    # Sidecar resources scope sidecars only; a gateway sees what its namespace may see (as in Istio).
+    sidecar = None if node.type == "router" else sidecar_for(snapshot, node.namespace, labels)
     keys = source_label_keys(snapshot)
     picked = FrozenMap({k: labels[k] for k in keys if k in labels}) if keys else FrozenMap()
     return ScopeKey(
