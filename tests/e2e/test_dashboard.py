@@ -138,8 +138,6 @@ API = "service:api.default.svc.cluster.local"
 
 
 def test_service_graph_loads_and_follows_the_traffic(mesh: SmallMesh, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
-
     web = Traffic(mesh, "http://web:9080/hello")
     try:
         browser.get(f"http://127.0.0.1:{mesh.debug_port}/dashboard")
@@ -151,14 +149,8 @@ def test_service_graph_loads_and_follows_the_traffic(mesh: SmallMesh, browser: A
         )
         assert (WEB, "workload:default/web") in rows  # the server side reports the service -> workload edge
         assert rows[(CLIENT, WEB)]["success"] == "100.0%" and rows[(CLIENT, WEB)]["p99"].endswith("ms")
-        nodes = {
-            n.get_attribute("data-id") for n in browser.find_elements(By.CSS_SELECTOR, "svg#graph g.node")
-        }
-        assert {CLIENT, WEB, "workload:default/web"} <= nodes
-        svg_edge = browser.find_element(
-            By.CSS_SELECTOR, f'svg#graph g.edge[data-source="{CLIENT}"][data-target="{WEB}"]'
-        )
-        assert "rps" in svg_edge.text
+        assert {CLIENT, WEB, "workload:default/web"} <= svg_nodes(browser)
+        assert "rps" in svg_edges(browser)[(CLIENT, WEB)][0]
         assert (CLIENT, API) not in rows
         shot(browser, "graph-web")
         api = Traffic(mesh, "http://api:9080/fail?status=503")
@@ -173,10 +165,7 @@ def test_service_graph_loads_and_follows_the_traffic(mesh: SmallMesh, browser: A
                 "the new client -> api edge",
             )
             assert rows[(CLIENT, API)]["success"] == "0.0%"
-            edge = browser.find_element(
-                By.CSS_SELECTOR, f'svg#graph g.edge[data-source="{CLIENT}"][data-target="{API}"]'
-            )
-            assert "bad" in edge.get_attribute("class")
+            assert "bad" in svg_edges(browser)[(CLIENT, API)][1]
             shot(browser, "graph-web-and-api")
         finally:
             api.stop()
@@ -187,17 +176,8 @@ def test_service_graph_loads_and_follows_the_traffic(mesh: SmallMesh, browser: A
 
 
 def test_proxies_view_shows_sync_status_and_pushes(mesh: SmallMesh, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
-
     browser.get(f"http://127.0.0.1:{mesh.debug_port}/dashboard#proxies")
-    rows = wait_for(
-        lambda: (
-            [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#sync tbody tr")]
-            if len(browser.find_elements(By.CSS_SELECTOR, "#sync tbody tr")) >= 3
-            else None
-        ),
-        "three proxies in the sync table",
-    )
+    rows = wait_for(lambda: (r := texts(browser, "#sync tbody tr")) and len(r) >= 3 and r, "three proxies")
     assert all("SYNCED" in r for r in rows), rows
     pushes = wait_for(lambda: texts(browser, "#pushes tbody tr"), "push log entries")
     assert any("LDS" in p for p in pushes)
@@ -207,18 +187,13 @@ def test_proxies_view_shows_sync_status_and_pushes(mesh: SmallMesh, browser: Any
         "spec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {host: web}\n      weight: 100\n",
     )
     wait_for(
-        lambda: any(
-            "VirtualService default/web" in p.text
-            for p in browser.find_elements(By.CSS_SELECTOR, "#pushes tbody tr")
-        ),
+        lambda: any("VirtualService default/web" in p for p in texts(browser, "#pushes tbody tr")),
         "the push caused by the VirtualService",
     )
     shot(browser, "proxies")
 
 
 def test_tap_view_streams_live_requests(mesh: SmallMesh, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
-
     browser.get(f"http://127.0.0.1:{mesh.debug_port}/dashboard#tap")
     browser.refresh()  # a fresh page, opened on the tap view
     browser.execute_script(
@@ -232,12 +207,7 @@ def test_tap_view_streams_live_requests(mesh: SmallMesh, browser: Any) -> None:
     mesh.http("client", "http://web:9080/unseen")
     mesh.http("client", "http://web:9080/seen/2")
     rows = wait_for(
-        lambda: (
-            [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#tap-lines tbody tr")]
-            if len(browser.find_elements(By.CSS_SELECTOR, "#tap-lines tbody tr")) >= 2
-            else None
-        ),
-        "two tapped requests",
+        lambda: (r := texts(browser, "#tap-lines tbody tr")) and len(r) >= 2 and r, "two tapped requests"
     )
     assert len(rows) == 2 and "/seen/2" in rows[0] and "/seen/1" in rows[1] and all("200" in r for r in rows)
     shot(browser, "tap")
@@ -248,8 +218,6 @@ def test_tap_view_streams_live_requests(mesh: SmallMesh, browser: Any) -> None:
 
 
 def test_mizzen_dashboard_serves_the_page_locally(mesh: SmallMesh, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
-
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -270,10 +238,7 @@ def test_mizzen_dashboard_serves_the_page_locally(mesh: SmallMesh, browser: Any)
         status, body = get(f"http://127.0.0.1:{port}/debug/graph")
         assert status == 200 and "nodes" in json.loads(body)
         browser.get(f"http://127.0.0.1:{port}/dashboard")
-        wait_for(
-            lambda: browser.find_elements(By.CSS_SELECTOR, "svg#graph g.node"),
-            "the graph through mizzen dashboard",
-        )
+        wait_for(lambda: svg_nodes(browser), "the graph through mizzen dashboard")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
