@@ -250,20 +250,22 @@ class ScopeView:
                     # Istio's protocol sniffing: HTTP routes for what turns out to be HTTP, TCP for the rest.
                     sniffed.add(port.port)
                     vhosts[port.port] = rds.virtual_host(svc, port.port, scope.namespace, routes)
-                port_chains = l4.chains(
+                port_chains = functools.partial(
+                    l4.chains,
                     svc.hostname,
                     port.port,
                     vs,
                     l4.Client(scope.namespace, self.key.labels),
                     tls=port.protocol in (MeshProtocol.TLS, MeshProtocol.HTTPS),
-                    shared=not svc.addresses,
+                    subnets=svc.subnets,
                     idle_for=functools.partial(_idle_for, reg, scope.namespace),
                     own_port=functools.partial(_own_port, reg, port.port),
                 )
-                if not svc.addresses:
-                    tcp_wildcard[port.port] = tuple(port_chains)
+                if not svc.addresses or svc.subnets:
+                    # On the shared 0.0.0.0_<port>: no VIP, or address ranges (told apart by subnet there).
+                    tcp_wildcard[port.port] = tuple(port_chains(shared=True))
                 for address in svc.addresses:
-                    listener = l4.listener(address, port.port, port_chains)
+                    listener = l4.listener(address, port.port, port_chains(shared=False))
                     if port.protocol.sniffed:
                         lds.sniff_http(listener, port.port)
                     res[LISTENER][listener.name] = make_resource(LISTENER, listener.name, listener)

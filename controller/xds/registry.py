@@ -41,6 +41,8 @@ class MeshService(msgspec.Struct, frozen=True, gc=False):
     resolution: str
     export_to: frozenset[str]
     external: bool
+    # ServiceEntry address ranges (CIDRs): a VIP-less host's TCP traffic is told apart by destination.
+    subnets: tuple[str, ...] = ()
 
     def port(self, number: int) -> MeshPort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -79,6 +81,7 @@ def service_entry_views(se: ServiceEntry) -> tuple[MeshService, ...]:
             namespace=se.meta.namespace,
             source=se.key,
             addresses=tuple(a for a in se.addresses if "/" not in a),
+            subnets=tuple(a for a in se.addresses if "/" in a),
             ports=ports,
             resolution=resolution,
             export_to=se.export_to,

@@ -65,13 +65,14 @@ def chains(
     *,
     tls: bool,
     shared: bool = False,
+    subnets: tuple[str, ...] = (),
     idle_for: Callable[[str, str | None, int], Duration | None] | None = None,
     own_port: Callable[[str, int | None], int] | None = None,
 ) -> list[TcpChain]:
     """The chains of one service port: ``tls`` rules when the port carries TLS, else ``tcp`` rules, else
     one chain to the service. ``shared``: the port's listener is ``0.0.0.0_<port>`` (no VIP), where a TLS
-    service without rules is told from others by SNI, its host name. ``own_port`` picks a destination's
-    port when a rule gives none."""
+    service without rules is told from others by SNI, its host name, and a TCP one by its ``subnets`` (a
+    ServiceEntry's address ranges). ``own_port`` picks a destination's port when a rule gives none."""
     stat = outbound_name(port, None, host)
     rules: Sequence[TCPRoute] = ((vs.tls if tls else vs.tcp) if vs is not None else ()) or ()
     out: list[TcpChain] = []
@@ -108,7 +109,8 @@ def chains(
             out.append(chain)
     if not out and not (tls and rules):
         idle = idle_for(host, None, port) if idle_for is not None else None
-        out.append(TcpChain(stat, ((stat, 100),), sni=(host,) if tls and shared else (), idle=idle))
+        sni = (host,) if tls and shared else ()
+        out.append(TcpChain(stat, ((stat, 100),), subnets if shared and not sni else (), sni, idle))
     return out
 
 

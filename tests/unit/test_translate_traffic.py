@@ -513,3 +513,38 @@ def test_every_field_compiles_in_the_sidecar() -> None:
     table = cfg.routes["9080"]
     route = table.vhost(b"reviews:9080").routes[0]
     assert route.typed_per_filter_config["envoy.filters.http.fault"].abort_http == 503
+
+
+def test_service_entries_with_address_ranges_share_a_tcp_port_by_subnet() -> None:
+    extra = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-a, namespace: default}
+spec:
+  hosts: [a.legacy]
+  addresses: [192.168.10.0/24]
+  ports: [{number: 3306, name: tcp, protocol: TCP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-b, namespace: default}
+spec:
+  hosts: [b.legacy]
+  addresses: [192.168.20.0/24, 10.9.9.9]
+  ports: [{number: 3306, name: tcp, protocol: TCP}]
+  resolution: NONE
+"""
+    res = resources(translator(extra))
+    chains = res["LDS"]["0.0.0.0_3306"]["filter_chains"]
+    by_range = {
+        c["filter_chain_match"]["prefix_ranges"][0]["address_prefix"]: c["filters"][0]["typed_config"][
+            "cluster"
+        ]
+        for c in chains
+    }
+    assert by_range == {"192.168.10.0": "outbound|3306||a.legacy", "192.168.20.0": "outbound|3306||b.legacy"}
+    # b's plain address is a VIP: its own listener, no range needed.
+    assert res["LDS"]["10.9.9.9_3306"]["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == (
+        "outbound|3306||b.legacy"
+    )
