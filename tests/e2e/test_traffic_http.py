@@ -354,3 +354,17 @@ spec:
     )
     assert mesh.http("client", WEB + "/api/other")[0].served_by == "web-v2"
     mesh.remove("delegate")
+
+
+def test_weighted_destinations(mesh: SmallMesh) -> None:
+    routing(
+        mesh,
+        """
+  - route:
+    - {destination: {host: web, subset: v1}, weight: 80}
+    - {destination: {host: web, subset: v2}, weight: 20}
+""",
+    )
+    n = 400
+    got = Counter(r.served_by for r in mesh.http("client", WEB + "/", n=n))
+    assert set(got) == {"web-v1", "web-v2"} and within(got["web-v2"], n, 0.2), got
