@@ -11,6 +11,7 @@ mizzen local pod del NAME [--namespace NS]
 mizzen demo [--once] [--requests N]
 mizzen install | uninstall | manifest generate [--profile P] [-f values.yaml] [--set k=v]
 mizzen kube-inject -f FILE | analyze [FILES] | proxy-status | proxy-config TYPE POD
+mizzen tap deploy/NAME [-n NS] [--to SVC] [--path /p] [--method M] | dashboard [--prometheus URL]
 """
 
 from __future__ import annotations
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cmd = [*args.cmd, *tail]
     from mizzen import kubecli
 
-    if args.command in ("proxy-status", "proxy-config") and not (
+    if args.command in ("proxy-status", "proxy-config", "tap", "dashboard") and not (
         args.controller_address or args.kubeconfig or args.context
     ):
         args.controller_address = _local_controller()
