@@ -1,4 +1,4 @@
-"""Span export over OTLP/HTTP (protobuf), batched on the event loop, off the request path.
+"""Span export over OTLP (protobuf over HTTP, or gRPC), batched on the event loop, off the request path.
 
 Finished spans go into a bounded queue (a span that finds it full is dropped and counted); a timer on the
 loop sends what is queued every flush interval, or sooner once a batch is full, one request at a time.
@@ -60,12 +60,36 @@ class HttpTarget:
         return (self.uri, self.cluster, self.timeout, self.headers)
 
 
+class GrpcTarget:
+    """OTLP over gRPC (Envoy's ``grpc_service.envoy_grpc``): ``TraceService/Export`` to a cluster's host."""
+
+    path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+    def __init__(
+        self,
+        cluster: str,
+        timeout: float = 5.0,
+        headers: tuple[tuple[str, str], ...] = (),
+        authority: str = "",
+    ) -> None:
+        self.cluster = cluster
+        self.timeout = timeout
+        self.headers = headers
+        self.authority = authority
+        self.uri = f"grpc://{authority or cluster}"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("grpc", self.cluster, self.timeout, self.headers, self.authority)
+
+
 class SpanExporter:
     """One collector's queue and sender. Shared by every HCM config that names the same collector, so a
     config update neither loses queued spans nor opens a second sender."""
 
-    def __init__(self, target: HttpTarget) -> None:
+    def __init__(self, target: HttpTarget | GrpcTarget) -> None:
         self.target = target
+        self._channels: dict[tuple[str, int], Any] = {}  # gRPC: one channel per collector address
         self.queue: collections.deque[Span] = collections.deque()
         self.timer: asyncio.TimerHandle | None = None
         self.sending: asyncio.Task[None] | None = None
@@ -133,6 +157,11 @@ class SpanExporter:
     async def _post(self, body: bytes) -> None:
         target = self.target
         address = self._address()
+        if isinstance(target, GrpcTarget):
+            # grpcio's blocking call, on a worker thread: the loop only waits for its answer.
+            await asyncio.get_running_loop().run_in_executor(None, self._grpc_export, address, body)
+            self._count("grpc_reports_sent")
+            return
         head = [
             f"POST {target.path} HTTP/1.1",
             f"host: {target.authority}",
@@ -153,6 +182,22 @@ class SpanExporter:
         self._count("http_reports_sent")
         if not 200 <= status < 300:
             raise ExportError(f"collector answered {status}")
+
+    def _grpc_export(self, address: tuple[str, int], body: bytes) -> None:
+        import grpc
+
+        target = self.target
+        assert isinstance(target, GrpcTarget)
+        channel = self._channels.get(address)
+        if channel is None:
+            options = [("grpc.default_authority", target.authority)] if target.authority else []
+            host = f"[{address[0]}]" if ":" in address[0] else address[0]
+            channel = self._channels[address] = grpc.insecure_channel(f"{host}:{address[1]}", options=options)
+        call = channel.unary_unary(target.path, request_serializer=_identity, response_deserializer=_identity)
+        try:
+            call(body, timeout=target.timeout, metadata=list(target.headers) or None)
+        except grpc.RpcError as exc:
+            raise ExportError(f"collector answered {exc.code().name}: {exc.details()}") from None
 
     def _address(self) -> tuple[str, int]:
         clusters = self.clusters
@@ -194,7 +239,11 @@ async def _read_status(reader: asyncio.StreamReader) -> int:
 _EXPORTERS: dict[tuple[Any, ...], SpanExporter] = {}
 
 
-def exporter_for(target: HttpTarget) -> SpanExporter:
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def exporter_for(target: HttpTarget | GrpcTarget) -> SpanExporter:
     """The process's exporter for a collector (made once, shared by every config naming it)."""
     found = _EXPORTERS.get(target.key)
     if found is None:

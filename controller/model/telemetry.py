@@ -44,11 +44,13 @@ METRIC_NAMES = {
 
 
 class OtelProvider(msgspec.Struct, frozen=True, gc=False):
-    """An ``extensionProviders[].opentelemetry`` entry: where spans go (OTLP/HTTP)."""
+    """An ``extensionProviders[].opentelemetry`` entry: where spans go (OTLP/HTTP with ``http``, else
+    OTLP/gRPC, as Istio)."""
 
     name: str
     service: str  # the collector's host name (FQDN), optionally "namespace/host"
     port: int
+    http: bool = False
     path: str = "/v1/traces"
     timeout: float = 5.0
     headers: tuple[tuple[str, str], ...] = ()
@@ -133,16 +135,18 @@ def build_mesh_config(raw: Mapping[str, Any]) -> MeshConfig:
         if "opentelemetry" in p:
             o = p["opentelemetry"] or {}
             http = o.get("http")
+            transport = (http if http is not None else o.get("grpc")) or {}
             tracing_providers.append(
                 OtelProvider(
                     name=name,
                     service=str(o.get("service") or ""),
                     port=int(o.get("port") or 0),
+                    http=http is not None,
                     path=str((http or {}).get("path") or "/v1/traces"),
-                    timeout=parse_duration((http or {}).get("timeout") or "5s").nanos / 1e9,
+                    timeout=parse_duration(transport.get("timeout") or "5s").nanos / 1e9,
                     headers=tuple(
                         (str(h.get("name")), str(h.get("value") or ""))
-                        for h in (http or {}).get("headers") or []
+                        for h in transport.get("headers") or transport.get("initialMetadata") or []
                     ),
                     max_tag_length=int(o.get("maxTagLength") or 256),
                 )

@@ -168,7 +168,14 @@ OPENTELEMETRY = obj(
                 ),
             }
         ),
-        "grpc": Unsupported("spans are exported over OTLP/HTTP"),
+        "grpc": obj(
+            {
+                "timeout": duration(positive=True),
+                "initialMetadata": list_of(
+                    obj({"name": Field(string(non_empty=True), required=True), "value": string()})
+                ),
+            }
+        ),
         "resourceDetectors": Unsupported(),
         "dynatraceSampler": Unsupported(),
     }
@@ -186,12 +193,6 @@ def _check_provider(value: Mapping[str, Any], path: str, out: Issues) -> None:
     kinds = [k for k in value if k != "name"]
     if len(kinds) != 1:
         out.error(path, f"exactly one provider kind is needed (got {kinds or 'none'})")
-    elif kinds[0] == "opentelemetry" and not (value.get("opentelemetry") or {}).get("http"):
-        out.warn(
-            f"{path}.opentelemetry" if path else "opentelemetry",
-            "without http, Istio exports over gRPC; Mizzen's sidecars export OTLP/HTTP (to /v1/traces on "
-            "this port): point it at the collector's OTLP/HTTP port (usually 4318) or set http",
-        )
     elif kinds[0] not in ("opentelemetry", "envoyFileAccessLog", "prometheus"):
         out.warn(
             f"{path}.{kinds[0]}" if path else kinds[0],

@@ -86,20 +86,29 @@ def tracing(t: TracingSettings) -> hcm_pb2.HttpConnectionManager.Tracing:
     p = t.provider
     if p is not None:
         out.max_path_tag_length.value = p.max_tag_length
-        service = http_service_pb2.HttpService(
-            http_uri=http_uri_pb2.HttpUri(
-                uri=f"http://{p.host}:{p.port}{p.path}",
-                cluster=outbound_name(p.port, None, p.host),
-                timeout=proto_duration(p.timeout),
-            )
-        )
-        for name, value in p.headers:
-            service.request_headers_to_add.append(
-                base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
-            )
         # service_name left empty: each sidecar names itself (<canonical service>.<namespace>), since
         # outbound listeners are shared by the workloads of a scope.
-        config = opentelemetry_pb2.OpenTelemetryConfig(http_service=service)
+        config = opentelemetry_pb2.OpenTelemetryConfig()
+        cluster = outbound_name(p.port, None, p.host)
+        if p.http:
+            service = http_service_pb2.HttpService(
+                http_uri=http_uri_pb2.HttpUri(
+                    uri=f"http://{p.host}:{p.port}{p.path}",
+                    cluster=cluster,
+                    timeout=proto_duration(p.timeout),
+                )
+            )
+            for name, value in p.headers:
+                service.request_headers_to_add.append(
+                    base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
+                )
+            config.http_service.CopyFrom(service)
+        else:  # Istio's default for an opentelemetry provider: OTLP over gRPC
+            config.grpc_service.envoy_grpc.cluster_name = cluster
+            config.grpc_service.envoy_grpc.authority = f"{p.host}:{p.port}"
+            config.grpc_service.timeout.CopyFrom(proto_duration(p.timeout))
+            for name, value in p.headers:
+                config.grpc_service.initial_metadata.append(base_pb2.HeaderValue(key=name, value=value))
         out.provider.CopyFrom(http_tracer_pb2.Tracing.Http(name=OTEL, typed_config=any_of(config)))
     return out
 

@@ -113,6 +113,21 @@ def compile_tracing(res: Resource, path: str, t: hcm_pb2.HttpConnectionManager.T
     )
 
 
+def _grpc_target(res: Resource, path: str, g: object) -> otlp.GrpcTarget:
+    res.reject_unsupported(g, path, {"envoy_grpc", "timeout", "initial_metadata"})  # type: ignore[arg-type]
+    if not g.HasField("envoy_grpc"):  # type: ignore[attr-defined]
+        raise res.error(join(path, "envoy_grpc"), "required (google_grpc is not supported)")
+    eg = g.envoy_grpc  # type: ignore[attr-defined]
+    res.reject_unsupported(eg, join(path, "envoy_grpc"), {"cluster_name", "authority"})
+    if not eg.cluster_name:
+        raise res.error(
+            join(path, "envoy_grpc.cluster_name"), "required: the cluster that reaches the collector"
+        )
+    timeout = seconds(g.timeout) if g.HasField("timeout") else 5.0  # type: ignore[attr-defined]
+    headers = tuple((h.key.lower(), h.value) for h in g.initial_metadata)  # type: ignore[attr-defined]
+    return otlp.GrpcTarget(eg.cluster_name, timeout, headers, eg.authority)
+
+
 def _provider(res: Resource, path: str, provider: object) -> tuple[otlp.SpanExporter, str]:
     name = provider.name  # type: ignore[attr-defined]
     typed = provider.typed_config  # type: ignore[attr-defined]
@@ -124,9 +139,15 @@ def _provider(res: Resource, path: str, provider: object) -> tuple[otlp.SpanExpo
     cfg = opentelemetry_pb2.OpenTelemetryConfig()
     typed.Unpack(cfg)
     cpath = join(path, "typed_config")
-    res.reject_unsupported(cfg, cpath, {"http_service", "service_name"})
+    res.reject_unsupported(cfg, cpath, {"http_service", "grpc_service", "service_name"})
+    if cfg.HasField("grpc_service"):
+        if cfg.HasField("http_service"):
+            raise res.error(cpath, "http_service or grpc_service, not both")
+        return otlp.exporter_for(
+            _grpc_target(res, join(cpath, "grpc_service"), cfg.grpc_service)
+        ), cfg.service_name
     if not cfg.HasField("http_service"):
-        raise res.error(join(cpath, "http_service"), "required (spans are exported over OTLP/HTTP)")
+        raise res.error(join(cpath, "http_service"), "http_service or grpc_service is required")
     http = cfg.http_service
     uri = http.http_uri
     upath = join(cpath, "http_service.http_uri")

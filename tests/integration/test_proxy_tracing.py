@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support import rawhttp
 from support.envoy import bootstrap, http_chain, http_listener, route, route_config, static_cluster, vhost
-from support.otlp import OtlpReceiver
+from support.otlp import OtlpGrpcReceiver, OtlpReceiver
 from support.proxyproc import ProxyProcess, free_port, http_get
 from support.upstream import Upstream
 
@@ -207,3 +207,33 @@ def test_a_failing_collector_drops_spans_not_requests(traced: Any, receiver: Otl
     receiver.status = 200
     proxy.get()
     receiver.wait_for(lambda s: len(s) == 1)
+
+
+def test_export_over_grpc(tmp_path: Path, upstream: Upstream) -> None:
+    receiver = OtlpGrpcReceiver()
+    try:
+        trace = {
+            "random_sampling": {"value": 100},
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": OTEL,
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": "otel", "authority": "otel-collector:4317"},
+                        "timeout": "2s",
+                        "initial_metadata": [{"key": "X-Tenant", "value": "blue"}],
+                    },
+                },
+            },
+        }
+        proxy = TracedProxy(tmp_path, upstream, receiver.port, trace)
+        try:
+            seen = proxy.get()
+            [span] = receiver.wait_for(lambda s: len(s) == 1)
+            assert span["trace_id"] == seen["traceparent"].split("-")[1]
+            assert receiver.metadata[0]["x-tenant"] == "blue"
+            assert proxy.stat("tracing.opentelemetry.grpc_reports_sent") >= 1
+        finally:
+            proxy.proxy.stop()
+    finally:
+        receiver.stop()

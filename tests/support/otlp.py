@@ -64,3 +64,43 @@ class OtlpReceiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class OtlpGrpcReceiver(OtlpReceiver):
+    """The same receiver over OTLP/gRPC (``TraceService/Export``), on a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        self.spans = []
+        self.requests = []
+        self.status = 200
+        self.metadata: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        def export(body: bytes, context: Any) -> bytes:
+            with receiver._lock:
+                receiver.metadata.append({k: v for k, v in context.invocation_metadata()})
+                if receiver.status != 200:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "collector says no")
+                receiver.spans.extend(decode(body))
+            return b""
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {
+                "Export": grpc.unary_unary_rpc_method_handler(
+                    export, request_deserializer=lambda b: b, response_serializer=lambda b: b
+                )
+            },
+        )
+        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.grpc_server.add_generic_rpc_handlers((handler,))
+        self.port = self.grpc_server.add_insecure_port(f"{host}:{port}")
+        self.grpc_server.start()
+
+    def stop(self) -> None:
+        self.grpc_server.stop(0)

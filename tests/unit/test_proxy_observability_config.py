@@ -65,8 +65,12 @@ def test_tracing_compiles_into_the_first_filter() -> None:
         ({"random_sampling": {"value": 120}}, "tracing.random_sampling"),
         ({"custom_tags": [{"tag": "m", "metadata": {"kind": {"request": {}}}}]}, "tracing.custom_tags[0]"),
         (
-            {"provider": provider(grpc_service={"envoy_grpc": {"cluster_name": "otel"}})},
-            "tracing.provider.typed_config.grpc_service",
+            {
+                "provider": provider(
+                    grpc_service={"google_grpc": {"target_uri": "c:4317", "stat_prefix": "s"}}
+                )
+            },
+            "tracing.provider.typed_config.grpc_service.google_grpc",
         ),
         (
             {"provider": provider(http_service={"http_uri": {"uri": "https://c/v1/traces", "cluster": "o"}})},

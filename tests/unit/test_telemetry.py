@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.trace.v3 import opentelemetry_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from controller.meshconfig import MeshConfigError, parse
@@ -23,6 +24,7 @@ from controller.model.telemetry import (
 )
 from controller.model.values import FrozenMap
 from controller.validation import validate
+from controller.xds import telemetry as telemetry_xds
 from controller.xds.generator import Translator
 from controller.xds.node import ProxyNode
 from controller.xds.resources import LISTENER
@@ -113,16 +115,30 @@ def test_mesh_config_validation() -> None:
     }
 
 
-def test_an_opentelemetry_provider_without_http_is_warned_about() -> None:
-    grpc = mesh_config_object(
-        {
-            "extensionProviders": [
-                {"name": "o", "opentelemetry": {"service": "c.ns.svc.cluster.local", "port": 4317}}
-            ]
-        }
-    )
-    [warning] = [i for i in validate(grpc) if i.severity == "warning"]
-    assert warning.path == "extensionProviders[0].opentelemetry" and "OTLP/HTTP" in warning.message
+def test_an_opentelemetry_provider_without_http_exports_over_grpc() -> None:
+    spec = {
+        "extensionProviders": [
+            {
+                "name": "o",
+                "opentelemetry": {
+                    "service": "c.ns.svc.cluster.local",
+                    "port": 4317,
+                    "grpc": {"timeout": "3s", "initialMetadata": [{"name": "x-tenant", "value": "blue"}]},
+                },
+            }
+        ],
+        "defaultProviders": {"tracing": ["o"]},
+    }
+    assert not validate(mesh_config_object(spec))
+    settings = resolve(build_mesh_config(mesh_config_object(spec)), [], "default", {}, CLIENT)
+    assert settings.tracing is not None
+    out = telemetry_xds.tracing(settings.tracing)
+    config = opentelemetry_pb2.OpenTelemetryConfig()
+    out.provider.typed_config.Unpack(config)
+    assert not config.HasField("http_service")
+    assert config.grpc_service.envoy_grpc.cluster_name == "outbound|4317||c.ns.svc.cluster.local"
+    assert config.grpc_service.timeout.seconds == 3
+    assert [(h.key, h.value) for h in config.grpc_service.initial_metadata] == [("x-tenant", "blue")]
 
 
 def test_mesh_config_file_forms() -> None:
