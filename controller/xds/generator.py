@@ -19,7 +19,7 @@ from controller.model.istio import DestinationRule, TrafficPolicy
 from controller.model.kube import Pod
 from controller.model.protocol import MeshProtocol
 from controller.model.snapshot import ConfigChange, MeshSnapshot
-from controller.model.telemetry import SERVER, resolve_cached
+from controller.model.telemetry import CLIENT, SERVER, resolve_cached
 from controller.model.values import ResourceKey
 from controller.xds import cluster_policies as cpol
 from controller.xds import clusters as cds
@@ -549,7 +549,11 @@ class Translator:
         pod = find_pod(self.snapshot, node)
         if node.type == "router":
             labels = pod.labels if pod is not None else node.labels
-            return gateways.gateway_resources(self.registry, labels, pod)
+            out = gateways.gateway_resources(self.registry, labels, pod)
+            # Telemetry reaches gateways too; Istio counts them as clients (their traffic leaves them).
+            settings = resolve_cached(self.snapshot, node.namespace, labels, CLIENT)
+            out[LISTENER] = telemetry.decorate_resources(out[LISTENER], settings)
+            return out
         return inbound_resources(self.snapshot, pod)
 
     def update(self, snapshot: MeshSnapshot, changes: Iterable[ConfigChange]) -> ChangeSummary:

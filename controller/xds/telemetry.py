@@ -24,7 +24,7 @@ from xds.type.v3 import typed_struct_pb2
 
 from controller.model.telemetry import AccessLogSettings, TelemetrySettings, TracingSettings
 from controller.xds.clusters import outbound_name
-from controller.xds.resources import any_of, proto_duration
+from controller.xds.resources import LISTENER, Resource, any_of, make_resource, proto_duration
 
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -55,6 +55,19 @@ def decorate(listener: listener_pb2.Listener, settings: TelemetrySettings | None
 
 
 _NOTHING = TelemetrySettings()
+
+
+def decorate_resources(
+    listeners: dict[str, Resource], settings: TelemetrySettings | None
+) -> dict[str, Resource]:
+    """Already encoded listeners (a gateway's) with ``settings`` written into their HCMs."""
+    if settings is None or settings == _NOTHING:
+        return listeners
+    out = {}
+    for name, resource in listeners.items():
+        listener = decorate(listener_pb2.Listener.FromString(resource.body), settings)
+        out[name] = make_resource(LISTENER, name, listener)
+    return out
 
 
 def apply(hcm: hcm_pb2.HttpConnectionManager, settings: TelemetrySettings) -> None:

@@ -361,3 +361,54 @@ def test_a_telemetry_change_rescopes_the_workloads_it_selects() -> None:
     assert after.telemetry.tracing.percent == 100.0
     _, out = hcm_of(translator.proxy_resources(cart, after), "0.0.0.0_8080")
     assert out.tracing.random_sampling.value == 100.0
+
+
+def test_gateways_get_their_telemetry_too() -> None:
+    gateway_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ingress-1", "namespace": "shop", "labels": {"istio": "ingressgateway"}},
+        "spec": {"containers": [{"name": "istio-proxy", "ports": [{"containerPort": 8080}]}]},
+        "status": {"podIP": "10.244.0.20", "phase": "Running"},
+    }
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "ingress", "namespace": "shop"},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+        },
+    }
+    route = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "cart", "namespace": "shop"},
+        "spec": {
+            "hosts": ["*"],
+            "gateways": ["ingress"],
+            "http": [{"route": [{"destination": {"host": "cart"}}]}],
+        },
+    }
+    logs = telemetry("logs", "istio-system", {"accessLogging": [{"providers": [{"name": "json-log"}]}]})
+    _, translator = load([mesh_config_object(MESH), gateway_pod, gateway, route, logs])
+    router = ProxyNode(
+        id="router~10.244.0.20~ingress-1.shop~shop.svc.cluster.local",
+        type="router",
+        ip="10.244.0.20",
+        pod="ingress-1",
+        namespace="shop",
+        labels=FrozenMap({"istio": "ingressgateway"}),
+        ips=("10.244.0.20",),
+        generator="",
+        cluster_id="Kubernetes",
+        istio_version="",
+        service_account="default",
+        workload_name="ingress",
+    )
+    listeners = translator.local_resources(router)[LISTENER]
+    assert listeners, "the gateway has a listener"
+    for name in listeners:
+        lst, hcm = hcm_of({LISTENER: listeners}, name)
+        assert hcm.tracing.random_sampling.value == 10.0 and len(hcm.access_log) == 1
+        compile_listener(lst)
