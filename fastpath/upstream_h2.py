@@ -303,8 +303,6 @@ class H2Upstream(UpstreamConnection):
                         (b":authority", head.host or self.host.address.encode()),
                     ]
                     headers += [(n, v) for n, v in head.headers if n not in CONNECTION_SPECIFIC]
-                    self.sid = self.conn.h2.get_next_available_stream_id()
-                    self.conn.streams[self.sid] = self
                     # A request whose end comes in this same buffer may end the stream with its HEADERS.
                     self._headers = headers
                 elif ev == http1.BODY:
@@ -331,6 +329,10 @@ class H2Upstream(UpstreamConnection):
         if self._opened:
             return
         self._opened = True
+        # The stream's id is taken when its HEADERS go out, not before: ids must be used in order, and
+        # another stream may open on this connection between this request's head and its body.
+        self.sid = self.conn.h2.get_next_available_stream_id()
+        self.conn.streams[self.sid] = self
         self.conn.h2.send_headers(self.sid, self._headers, end_stream=end)
         if end:
             self.ended = True

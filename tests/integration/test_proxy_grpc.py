@@ -4,12 +4,16 @@ HTTP/1.1 upstream."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from support.envoy import HCM, ROUTER, addr, bootstrap, static_cluster
 from support.grpcapp import GrpcApp
@@ -166,3 +170,49 @@ def test_http2_client_to_an_http1_upstream(tmp_path: Path, env: dict[str, str]) 
     finally:
         proxy.stop()
         up.stop()
+
+
+def test_streams_whose_bodies_arrive_later_keep_their_own_upstream_streams(
+    tmp_path: Path, env: dict[str, str], app: GrpcApp
+) -> None:
+    """Several requests' HEADERS first, their bodies afterwards and out of order (as h2load and busy gRPC
+    clients send them): each upstream stream is opened in order and each reply matches its request."""
+    port = free_port()
+    proxy = ProxyProcess(tmp_path, hop(port, "greeter", app.port), env=env)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    try:
+        proxy.wait_ready()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            conn.initiate_connection()
+            sids = []
+            for _ in range(6):
+                sid = conn.get_next_available_stream_id()
+                sids.append(sid)
+                head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/mizzen.test.Echo/Who"),
+                        (b":authority", b"greeter"), (b"content-type", b"application/grpc"),
+                        (b"te", b"trailers")]  # fmt: skip
+                conn.send_headers(sid, head)
+            s.sendall(conn.data_to_send())
+            time.sleep(0.2)
+            for sid in reversed(sids):
+                message = f"m{sid}".encode()
+                conn.send_data(sid, b"\x00" + len(message).to_bytes(4, "big") + message, end_stream=True)
+                s.sendall(conn.data_to_send())
+            bodies: dict[int, bytes] = {sid: b"" for sid in sids}
+            ended: set[int] = set()
+            while len(ended) < len(sids):
+                data = s.recv(65536)
+                assert data, f"connection closed with streams {sorted(set(sids) - ended)} open"
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        bodies[ev.stream_id] += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        ended.add(ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamReset):
+                        raise AssertionError(f"stream {ev.stream_id} reset: {ev.error_code}")
+                s.sendall(conn.data_to_send())
+        expected = {sid: f"greeter:m{sid}".encode() for sid in sids}
+        assert {sid: body[5:] for sid, body in bodies.items()} == expected
+    finally:
+        proxy.stop()
