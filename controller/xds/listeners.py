@@ -98,6 +98,8 @@ def http_manager(
 ) -> hcm_pb2.HttpConnectionManager:
     filters = [*((alpn_filter(), *policy_filters()) if policies else ()), router_filter()]
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, http_filters=filters)
+    # WebSocket upgrades pass through every HTTP hop, as Istio configures its HCMs.
+    manager.upgrade_configs.add(upgrade_type="websocket")
     if rds_name is not None:
         manager.rds.route_config_name = rds_name
         manager.rds.config_source.ads.SetInParent()

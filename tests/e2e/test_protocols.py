@@ -151,3 +151,37 @@ spec:
                       response_flags="FI") == 1  # fmt: skip
     finally:
         mesh.remove("greeter-policy")
+
+
+WS_CLIENT = """
+import base64, os, socket, sys
+s = socket.create_connection(("web", 8080), timeout=10)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /__ws HTTP/1.1\\r\\nHost: web:8080\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+           "Sec-WebSocket-Key: " + key + "\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n").encode())
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    head += s.recv(1)
+print(head.split(b"\\r\\n")[0].decode())
+def frame(text):
+    data, mask = text.encode(), os.urandom(4)
+    return bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+def read():
+    first = s.recv(2)
+    n = first[1] & 0x7F
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    return data.decode()
+for word in sys.argv[1:]:
+    s.sendall(frame(word))
+    print(read())
+"""
+
+
+def test_websocket_through_both_sidecars(mesh: SmallMesh) -> None:
+    proc = mesh.node.spawn("client", [sys.executable, "-c", WS_CLIENT, "one", "two"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["HTTP/1.1 101 Switching Protocols", "web-v1:one", "web-v1:two"]

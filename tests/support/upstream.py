@@ -6,7 +6,8 @@ the peer's address and port (a new port is a new connection). Query parameters c
 answering; ``size=N`` answers N bytes of body instead; ``fail=K&key=X`` answers 503 to the first K
 requests carrying key X (retry tests); ``fail_on=NAME,...`` makes the servers so named answer
 ``fail_status`` (503 by default), so that one of several replicas can misbehave (outlier detection).
-``/__count`` answers the number of requests served, ``/__log`` the last ones (method, path, headers).
+``/__count`` answers the number of requests served, ``/__log`` the last ones (method, path, headers);
+``/__ws`` is a WebSocket echoing each text message as ``<name>:<message>``.
 
 Run as ``python upstream.py PORT NAME``; prints "ready" once listening.
 """
@@ -38,6 +39,14 @@ def _serve(port: int, name: str, host: str) -> None:
             return web.Response(text=str(served))
         if request.path == "/__log":
             return web.Response(text=json.dumps(list(recent)), content_type="application/json")
+        if request.path == "/__ws":
+            # A WebSocket that echoes each text message with the server's name in front.
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    await ws.send_str(f"{name}:{msg.data}")
+            return ws
         served += 1
         recent.append(
             {
