@@ -17,6 +17,7 @@ from controller.ca.store import SELF_SIGNED_SECRET as CA_SECRET
 from controller.inject.config import InjectConfig
 from controller.webhooks.server import DEFAULT_PORT as WEBHOOK_PORT
 from mizzen.manifests import crds as crd_defs
+from mizzen.manifests.gateways import gateway_objects
 
 Obj = dict[str, Any]
 
@@ -631,6 +632,9 @@ def render(values: Obj) -> list[Obj]:
         objects += cni_component(values)
     if components["controller"]["enabled"]:
         objects += [_mutating(values), _validating(values)]
+    for kind in ("ingress", "egress"):
+        if values["gateways"][kind]["enabled"]:
+            objects += gateway_objects(kind, values, inject_config(values), image(values, "proxy"), MANAGED)
     return objects
 
 

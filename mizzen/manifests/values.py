@@ -45,6 +45,23 @@ DEFAULTS: dict[str, Any] = {
         "drainDurationSeconds": 5,
         "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"memory": "256Mi"}},
     },
+    # Istio's gateways: mizzen-proxy as a router, selected by Gateway resources (istio: ingressgateway...).
+    "gateways": {
+        "ingress": {
+            "enabled": True,
+            "replicas": 1,
+            "concurrency": 2,
+            "serviceType": "LoadBalancer",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        },
+        "egress": {
+            "enabled": False,
+            "replicas": 1,
+            "concurrency": 2,
+            "serviceType": "ClusterIP",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        },
+    },
     # Istio's MeshConfig (the istio ConfigMap's mesh key): tracing providers and sampling, access logs.
     "meshConfig": {"defaultConfig": {"tracing": {"sampling": 1.0}}},
     "webhooks": {
@@ -66,13 +83,26 @@ PROFILES: dict[str, dict[str, Any]] = {
         "proxy": {"logLevel": "info"},
         # Istio's demo: every request traced, access logs on.
         "meshConfig": {"accessLogFile": "/dev/stdout", "defaultConfig": {"tracing": {"sampling": 100.0}}},
+        # ... and an egress gateway besides the ingress one.
+        "gateways": {"egress": {"enabled": True}},
     },
     # The control plane only: no CNI agent (capture installed some other way), one replica.
-    "minimal": {"components": {"cni": {"enabled": False}}, "controller": {"replicas": 1}},
+    "minimal": {
+        "components": {"cni": {"enabled": False}},
+        "controller": {"replicas": 1},
+        "gateways": {"ingress": {"enabled": False}},
+    },
 }
 
 # Keys whose value is free-form (a map of anything): not checked against the defaults below them.
-_FREE = {("controller", "resources"), ("cni", "resources"), ("proxy", "resources"), ("meshConfig",)}
+_FREE = {
+    ("controller", "resources"),
+    ("cni", "resources"),
+    ("proxy", "resources"),
+    ("meshConfig",),
+    ("gateways", "ingress", "resources"),
+    ("gateways", "egress", "resources"),
+}
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ async def test_install_applies_waits_and_uninstall_removes(tmp_path: Path, capsy
         api.apply(hook)
         make_ready(api, "Deployment", "mizzen-controller", "mizzen-system")
         make_ready(api, "DaemonSet", "mizzen-cni-node", "mizzen-system")
+        make_ready(api, "Deployment", "istio-ingressgateway", "mizzen-system")
         assert await _run_cli(["install", "--kubeconfig", kubeconfig, "--timeout", "20"]) == 0
         assert "Mizzen is installed" in capsys.readouterr().out
         hook = api.get("MutatingWebhookConfiguration", "mizzen-sidecar-injector", None)

@@ -15,6 +15,7 @@ from cni.agent import cli as agent_cli
 from controller import main as controller_main
 from controller.inject.config import from_dict
 from controller.sources.kinds import KIND_INFO
+from fastpath import main as proxy_main
 from mizzen.manifests import PROFILES, render, resolve, to_yaml
 from mizzen.manifests.render import cni_component
 
@@ -115,6 +116,40 @@ def test_controller_rbac_is_exactly_what_the_informers_and_webhooks_use() -> Non
     assert {
         tuple(r["resourceNames"]) for r in cm if r["resources"] == ["secrets"] and "resourceNames" in r
     } == {("istio-ca-secret", "cacerts")}
+
+
+def test_gateways_by_profile_as_istio_lays_them_out() -> None:
+    def gateways(values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            o["metadata"]["name"]: o
+            for o in render(values)
+            if o["kind"] == "Deployment" and "gateway" in o["metadata"]["name"]
+        }
+
+    assert set(gateways(PROFILE_VALUES["default"])) == {"istio-ingressgateway"}
+    assert set(gateways(PROFILE_VALUES["demo"])) == {"istio-ingressgateway", "istio-egressgateway"}
+    assert gateways(PROFILE_VALUES["minimal"]) == {}
+    objects = render(PROFILE_VALUES["demo"])
+    for kind in ("ingress", "egress"):
+        name = f"istio-{kind}gateway"
+        deployment = _by_kind(objects, "Deployment", name)
+        pod = deployment["spec"]["template"]
+        # Gateway resources written for Istio select these labels; the gateway itself is never injected.
+        assert pod["metadata"]["labels"]["istio"] == f"{kind}gateway"
+        assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+        container = pod["spec"]["containers"][0]
+        args = proxy_main.build_parser().parse_args(container["args"])  # exits (fails the test) on a bad flag
+        assert args.proxy_type == "router" and args.concurrency == 2
+        assert args.ca_address.endswith(":15012") and args.xds_address.endswith(":15010")
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/var/run/secrets/istio", "/var/run/secrets/tokens", "/etc/istio/pod"} <= mounts
+        assert container["securityContext"]["runAsUser"] == 1337
+        service = _by_kind(objects, "Service", name)
+        # Istio's ports to unprivileged container ports (the controller binds Gateway ports to the target).
+        assert {(p["port"], p["targetPort"]) for p in service["spec"]["ports"]} >= {(80, 8080), (443, 8443)}
+        assert service["spec"]["type"] == ("LoadBalancer" if kind == "ingress" else "ClusterIP")
+        declared = {p["containerPort"] for p in container["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= declared
 
 
 def test_controller_and_agent_arguments_parse() -> None:
