@@ -251,7 +251,12 @@ class MeshAgent:
         if not self._ensure_system():
             return
         if self._wanted_for != (self.generation, self.controller_ip):
-            self._wanted = dict(self.desired())
+            try:
+                self._wanted = dict(self.desired())
+            except ValueError as exc:  # the injector made a pod this machine cannot run
+                self.errors = [str(exc)]
+                self.event("mesh", "Invalid", str(exc))
+                return
             self._wanted_for = (self.generation, self.controller_ip)
         wanted = self._wanted
         system = {"/".join(CONTROLLER), "/".join(GATEWAY)}
@@ -394,7 +399,7 @@ class MeshAgent:
                 for s in sorted(self.workloads.services.values(), key=lambda s: s.key)
             ],
             "pods": [
-                {**p.status(), "meshed": any(c.name == inject_policy.PROXY_NAME for c in p.containers)}
+                {**p.status(), "meshed": inject_policy.STATUS in p.annotations}
                 for _, p in sorted(self.pods.items())
             ],
         }

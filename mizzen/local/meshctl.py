@@ -8,6 +8,7 @@ say what is not ready and why).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -189,7 +191,7 @@ class Mesh:
         self.wait_ready(timeout, started=started, progress=True)
         istio = {_config_key(o) for o in objects if is_istio(o)}
         if istio:
-            self.wait_settled(istio, set(), set(), -1, max(5.0, timeout - (time.monotonic() - started)))
+            self.wait_settled(istio, set(), set(), None, max(5.0, timeout - (time.monotonic() - started)))
             self.wait_ready(timeout)
         return self.status()
 
@@ -216,7 +218,7 @@ class Mesh:
             directory = self.paths.istio if is_istio(obj) else self.paths.applied
             path = directory / f"{key}.yaml"
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+            tmp.write_text(yaml.safe_dump(_with_last_applied(obj) if is_istio(obj) else obj, sort_keys=False))
             os.replace(tmp, path)  # whole files only: no reader sees half of one
             (istio if is_istio(obj) else kube).add(key)
         return kube, istio
@@ -248,12 +250,12 @@ class Mesh:
 
     def istio_objects(self) -> list[dict[str, Any]]:
         """The Istio objects in force (as applied)."""
-        return self.paths.istio_objects()
+        return [_without_last_applied(o) for o in self.paths.istio_objects()]
 
     def _change(
         self, present: list[dict[str, Any]], gone: list[dict[str, Any]], *, timeout: float, wait: bool
     ) -> list[str]:
-        before = self._config_version()
+        before = self._baseline()
         previous = {object_key(o): self._stored(o) for o in present}
         report = []
         for obj in present:
@@ -285,41 +287,61 @@ class Mesh:
         if not path.exists():
             return None
         loaded = yaml.safe_load(path.read_text())
-        return loaded if isinstance(loaded, dict) else None
+        return _without_last_applied(loaded) if isinstance(loaded, dict) else None
 
-    def _config_version(self) -> int:
+    def _baseline(self) -> Baseline:
+        """What the controller holds just before a change is written, to tell its answer to it apart."""
         try:
-            return int(self.debug("/debug/configz")["version"])
+            version = int(self.debug("/debug/configz")["version"])
+            refused = {i["object"]: "; ".join(i["errors"]) for i in self.debug("/debug/invalid")}
         except (MeshError, KeyError, TypeError):
-            return -1
+            version, refused = -1, {}
+        return Baseline(version, self._controller_restarts(), refused)
+
+    def _controller_restarts(self) -> int:
+        for pod in self.agent_status().get("pods") or ():
+            if (pod["namespace"], pod["name"]) == CONTROLLER:
+                return sum(int(c["restarts"]) for c in pod["containers"])
+        return 0
 
     # -- waiting ---------------------------------------------------------------------------------------
 
     def wait_settled(
-        self, present: set[str], gone: set[str], changed: set[str], before: int, timeout: float
+        self, present: set[str], gone: set[str], changed: set[str], before: Baseline | None, timeout: float
     ) -> None:
-        """Until the controller holds the Istio objects (the changed ones at a later version), none of the
-        gone ones, and has pushed that; an object it refused is raised with the controller's reason."""
+        """Until the controller holds the Istio objects (the changed ones at a version later than
+        ``before``), none of the gone ones, and has pushed that to every proxy. An object it refused is
+        raised with the controller's reason (a refusal it already held before the change counts only for
+        objects that did not change, or at the deadline)."""
+        before = before or Baseline(-1, self._controller_restarts(), {})
         deadline = time.monotonic() + timeout
+        refused: list[str] = []
         while True:
             try:
-                refused = [
-                    f"{i['object']}: {'; '.join(i['errors'])}"
-                    for i in self.debug("/debug/invalid")
-                    if i.get("object") in present
+                version = before.version
+                if self._controller_restarts() != before.restarts:
+                    version = -1  # a controller started since: it read every file after the change
+                invalid = {i["object"]: "; ".join(i["errors"]) for i in self.debug("/debug/invalid")}
+                refused = [f"{k}: {e}" for k, e in sorted(invalid.items()) if k in present]
+                news = [
+                    f"{k}: {e}"
+                    for k, e in sorted(invalid.items())
+                    if k in present and (k not in changed or before.refused.get(k) != e)
                 ]
-                if refused:
-                    raise MeshError("the controller refused " + " / ".join(refused))
+                if news:
+                    raise MeshError("the controller refused " + " / ".join(news))
                 state = self.debug("/debug/configz")
                 objects = state["objects"]
                 taken = all(k in objects for k in present) and not any(k in objects for k in gone)
-                fresh = all(objects[k] > before for k in changed if k in objects)
+                fresh = all(objects[k] > version for k in changed if k in objects)
                 if taken and fresh and state["pushed"] >= state["version"]:
                     return
             except MeshError as exc:
                 if "refused" in str(exc):
                     raise
             if time.monotonic() > deadline:
+                if refused:
+                    raise MeshError("the controller refused " + " / ".join(refused))
                 raise MeshError(f"the controller did not take {sorted(present | gone)} within {timeout:g}s")
             time.sleep(_SETTLE_POLL)
 
@@ -517,6 +539,35 @@ def print_status(status: dict[str, Any], out: TextIO) -> None:
     output.table(services, ["NAMESPACE", "SERVICE", "CLUSTER-IP", "PORTS"], out)
     for error in status.get("errors") or ():
         out.write(f"error: {error}\n")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    version: int  # the controller's snapshot version
+    restarts: int  # of the controller's container: a new instance numbers its versions afresh
+    refused: dict[str, str]  # object -> the controller's reasons
+
+
+APPLIED_LABEL = "local.mizzen.io/applied"
+
+
+def _with_last_applied(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object labelled with a digest of what was applied. The controller's model keeps labels (not
+    annotations): any change to what the user applies changes the model, so the object's revision tells
+    when the controller has read it; re-applying the same leaves it alone."""
+    out = json.loads(json.dumps(obj))
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    out.setdefault("metadata", {}).setdefault("labels", {})[APPLIED_LABEL] = digest
+    return out
+
+
+def _without_last_applied(obj: dict[str, Any]) -> dict[str, Any]:
+    labels = (obj.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict) and APPLIED_LABEL in labels:
+        labels.pop(APPLIED_LABEL)
+        if not labels:
+            obj["metadata"].pop("labels")
+    return obj
 
 
 def _checked(obj: dict[str, Any]) -> dict[str, Any]:

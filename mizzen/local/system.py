@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -161,10 +162,20 @@ def injection_selected(pod: Mapping[str, Any], namespace_labels: Mapping[str, st
     return ns_flag is None and pod_flag == "true"
 
 
+# The injector's volumes, each a folder of the pod's here (a kubelet would mount them into the container).
+VOLUME_DIRS = {
+    "istio-envoy": "proxy",
+    "istio-podinfo": "podinfo",
+    "istio-token": "token",
+    "istiod-ca-cert": "ca",
+}
+
+
 def inject_config(controller_ip: str | None) -> InjectConfig:
     return InjectConfig(
         image=f"mizzen/proxy:{__version__}",
         xds_address=f"{controller_ip}:{XDS_PORT}",
+        ca_address=f"{controller_ip}:{SECURE_PORT}",
         native_sidecar=True,
         log_level="warning",
     )
@@ -181,21 +192,35 @@ def inject(
     if not inject_policy.decide(manifest, namespace, config).inject:
         return manifest, []
     injected, warnings = inject_template.inject(manifest, config, native=True)
-    # The proxy image's entrypoint is mizzen-proxy; its scratch volume is the pod's folder here.
-    scratch = str(paths.pods / f"{namespace}_{manifest['metadata']['name']}" / "proxy")
+    files = paths.pods / f"{namespace}_{manifest['metadata']['name']}"
     for group in ("initContainers", "containers"):
         for c in injected["spec"].get(group) or ():
-            if c.get("name") != inject_policy.PROXY_NAME:
-                continue
-            c.setdefault("command", [str(BIN / "mizzen-proxy")])
-            c["args"] = [
-                scratch + a[len(inject_template.SCRATCH_DIR) :]
-                if a.startswith(inject_template.SCRATCH_DIR)
-                else a
-                for a in c.get("args") or ()
-            ]
-            c.pop("volumeMounts", None)
+            if c.get("name") == inject_policy.PROXY_NAME:
+                _localize_proxy(c, files)
     return injected, warnings
+
+
+def _localize_proxy(container: dict[str, Any], files: Path) -> None:
+    """The proxy image's entrypoint is mizzen-proxy; a path under one of its volumes' mount points is the
+    same path under the pod's folder for that volume (with no mount namespace, the paths move instead)."""
+    container.setdefault("command", [str(BIN / "mizzen-proxy")])
+    mounts: dict[str, str] = {}
+    for mount in container.pop("volumeMounts", None) or ():
+        local = VOLUME_DIRS.get(mount["name"])
+        if local is None:
+            raise ValueError(f"istio-proxy: volume {mount['name']!r} has no local counterpart")
+        mounts[mount["mountPath"].rstrip("/")] = str(files / local)
+
+    def moved(value: str) -> str:
+        for mount, local in mounts.items():
+            if value == mount or value.startswith(mount + "/"):
+                return local + value[len(mount) :]
+        return value
+
+    container["args"] = [moved(a) for a in container.get("args") or ()]
+    for item in container.get("env") or ():
+        if "value" in item:
+            item["value"] = moved(str(item["value"]))
 
 
 def downward_file(values: Mapping[str, str]) -> str:
@@ -220,11 +245,13 @@ def prepare(
     if not any(c.name == inject_policy.PROXY_NAME for c in pod.containers):
         return {}
     files = pod.files
-    for sub in ("podinfo", "token", "proxy"):
+    for sub in VOLUME_DIRS.values():
         (files / sub).mkdir(exist_ok=True)
     (files / "podinfo" / "labels").write_text(downward_file(pod.labels))
     (files / "podinfo" / "annotations").write_text(downward_file(pod.annotations))
-    for sub in ("podinfo", "token"):
+    # The istio-ca-root-cert ConfigMap: the root the proxy verifies the CA with.
+    shutil.copyfile(paths.ca / "root-cert.pem", files / "ca" / "root-cert.pem")
+    for sub in ("podinfo", "token", "ca"):
         (files / sub).chmod(0o755)
         for f in (files / sub).iterdir():
             f.chmod(0o644)
@@ -238,7 +265,7 @@ def prepare(
         "MIZZEN_LABELS_FILE": str(files / "podinfo" / "labels"),
         "TOKEN_PATH": str(files / "token" / "istio-token"),
         "CA_ADDR": f"{controller_ip}:{SECURE_PORT}",
-        "CA_ROOT_CERT": str(paths.ca / "root-cert.pem"),
+        "CA_ROOT_CERT": str(files / "ca" / "root-cert.pem"),
     }
 
 

@@ -183,13 +183,10 @@ class Bookinfo:
     # -- pods ----------------------------------------------------------------------------------------------
 
     def pod(self, prefix: str, namespace: str = "default") -> dict[str, Any]:
-        """The first running pod whose name starts with ``prefix`` (a Deployment's name)."""
+        """The pod named ``prefix``, else the first running one of the Deployment named ``prefix``."""
         for pod in self.status["pods"]:
-            if (
-                pod["namespace"] == namespace
-                and pod["name"].startswith(prefix + "-")
-                and pod["phase"] == "Running"
-            ):
+            mine = pod["name"] == prefix or pod["name"].rsplit("-", 2)[0] == prefix
+            if pod["namespace"] == namespace and mine and pod["phase"] == "Running":
                 return pod
         raise AssertionError(f"no pod {namespace}/{prefix}-*: {[p['name'] for p in self.status['pods']]}")
 
