@@ -11,12 +11,10 @@ IMAGES := controller proxy cni demo
 
 images: $(addprefix image-,$(IMAGES))
 
-# controller, proxy and cni build from the repository root (they install the project); demo from its folder.
-image-controller image-proxy image-cni:
+# All build from the repository root: controller, proxy and cni install the project, demo takes the
+# Bookinfo apps from examples/.
+image-controller image-proxy image-cni image-demo:
 	$(DOCKER) build -f images/$(patsubst image-%,%,$@)/Dockerfile -t $(HUB)/$(patsubst image-%,%,$@):$(TAG) .
-
-image-demo:
-	$(DOCKER) build -t $(HUB)/demo:$(TAG) images/demo
 
 kind-load: images
 	for image in $(IMAGES); do kind load docker-image --name $(KIND_CLUSTER) $(HUB)/$$image:$(TAG); done

@@ -13,8 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
-# Built from the repository root (they install the project); the others from their own folder.
-ROOT_CONTEXT = {"controller", "proxy", "cni"}
+# Built from the repository root (they install the project, or take the demo apps from examples/); the
+# others from their own folder.
+ROOT_CONTEXT = {"controller", "proxy", "cni", "demo"}
 
 
 def _hadolint() -> str:
@@ -47,3 +48,5 @@ def test_build_context_has_what_is_copied(dockerfile: Path) -> None:
 
 def test_demo_app_compiles() -> None:
     compile((IMAGES / "demo" / "app.py").read_text(), "app.py", "exec")
+    for app in sorted((ROOT / "examples" / "bookinfo" / "apps").glob("*.py")):
+        compile(app.read_text(), app.name, "exec")
