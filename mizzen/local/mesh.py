@@ -85,6 +85,8 @@ class MeshAgent:
         self.last_cluster = ""
         self.cluster_after = -1
         self.cluster_taken = False
+        self.cluster_after_restarts = 0
+        self.published_key: tuple[Any, ...] = ()
         self.last_status = ""
         self.stopping = False
         self.retry_at: dict[str, float] = {}  # pods whose creation failed: when to try again
@@ -316,6 +318,10 @@ class MeshAgent:
             )
         return out
 
+    def _controller_restarts(self) -> int:
+        pod = self.controller_pod
+        return sum(c.restarts for c in pod.containers) if pod is not None else 0
+
     def _controller_versions(self) -> tuple[int, int]:
         """The controller's snapshot version and the version it has pushed to every proxy ((-1, -1) when
         it cannot say: any version it reaches later is past that)."""
@@ -331,6 +337,23 @@ class MeshAgent:
 
     def publish(self) -> None:
         """cluster.yaml for the controller and /etc/hosts for the pods, when they change."""
+        if not self.cluster_taken and self.last_cluster:
+            if self._controller_restarts() != self.cluster_after_restarts:
+                self.cluster_after = -1  # a new controller numbers its versions afresh, and read every file
+            version, pushed = self._controller_versions()
+            self.cluster_taken = version > self.cluster_after and pushed >= version
+        # What the cluster objects and hosts files are made of: nothing else changes them (a pod's labels and
+        # ports are fixed at creation), so a quiet turn costs a tuple, not a YAML dump.
+        key = (
+            self.generation,
+            tuple(sorted(self.cluster_ips.items())),
+            tuple(
+                (k, p.ip, p.ready, p.deleting_since is not None, p.gone) for k, p in sorted(self.pods.items())
+            ),
+        )
+        if key == self.published_key:
+            return
+        self.published_key = key
         views = self.views()
         namespaces = {*self.workloads.namespaces, *(p.namespace for p in views)}
         namespaces |= {s.namespace for s in self.workloads.services.values()}
@@ -340,14 +363,12 @@ class MeshAgent:
         if text != self.last_cluster:
             # The controller's version before it can see this write: once past it, it has read the file.
             self.cluster_after = self._controller_versions()[0]
+            self.cluster_after_restarts = self._controller_restarts()
             self.cluster_taken = False
             tmp = self.paths.cluster_file.with_name(".cluster.yaml.tmp")
             tmp.write_text(text)
             os.replace(tmp, self.paths.cluster_file)  # whole files only: the source never reads half of one
             self.last_cluster = text
-        elif not self.cluster_taken:
-            version, pushed = self._controller_versions()
-            self.cluster_taken = version > self.cluster_after and pushed >= version
         endpoints: dict[str, list[str]] = {}
         for svc in self.workloads.services.values():
             endpoints[svc.key] = [
