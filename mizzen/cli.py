@@ -193,11 +193,12 @@ def _exec(args: argparse.Namespace) -> int:
     if not cmd:
         print("mizzen local exec: no command given (use: exec POD -- CMD...)", file=sys.stderr)
         return 2
+    from mizzen.local.meshstate import MeshPaths
+
     node = _open_node(args)
     pod = args.pod
-    mesh = Mesh(node)
-    if mesh.is_up:
-        pod = mesh.find_pod(pod, args.namespace)["name"]
+    if MeshPaths(args.state_dir).exists:  # a mesh's pods go by their names or their Deployment's
+        pod = Mesh(node).find_pod(pod, args.namespace)["name"]
     return int(node.run(pod, cmd, namespace=args.namespace, uid=args.uid, gid=args.gid))
 
 
