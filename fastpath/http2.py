@@ -1,4 +1,4 @@
-"""HTTP/2 from clients (h2c with prior knowledge: gRPC, h2c clients), on the ``h2`` library.
+"""HTTP/2 from clients (h2c with prior knowledge: gRPC, h2c clients), on our codec (``fastpath.h2codec``).
 
 Each HTTP/2 stream becomes an ``H2Stream``: a ``DownstreamConnection`` whose bytes are the stream's request
 written as HTTP/1.1 (chunked when it has no length, trailers included) and whose written bytes are read back
@@ -6,7 +6,7 @@ as an HTTP/1.1 response and sent as HEADERS, DATA and trailing HEADERS frames. S
 through the same router, filters, retries, timeouts, circuit breakers and telemetry as an HTTP/1.1 one, and
 reaches HTTP/1.1 or HTTP/2 upstreams alike (``fastpath.upstream_h2``). HTTP/1.1 is the internal form because
 it is what the hot path is built and measured for; the translation costs microseconds per stream, next to
-the ``h2`` library's own framing cost.
+the codec's own framing cost.
 
 Flow control is end to end: a stream's received data is acknowledged to the client only while its upstream
 takes it, and response data waits for the client's window.
@@ -17,14 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
-from fastpath import http1
+from fastpath import h2codec, http1
 from fastpath.http_conn import DownstreamConnection
 from mizzen import logs
 
@@ -64,9 +57,7 @@ class H2Connection:
         self.reporter = reporter
         self.original_dst = original_dst
         self.transport: asyncio.Transport | None = None
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
-        )
+        self.h2 = h2codec.Connection(client_side=False)
         self.streams: dict[int, H2Stream] = {}
         self.closing = False
         self.draining = False
@@ -92,8 +83,8 @@ class H2Connection:
         self.h2.initiate_connection()
         self.h2.update_settings(
             {
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
+                h2codec.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2codec.SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
             }
         )
         self.h2.increment_flow_control_window(INITIAL_WINDOW * 4)  # the connection-level window
@@ -102,7 +93,7 @@ class H2Connection:
     def data_received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except h2codec.ProtocolError as exc:
             log.debug("http2 protocol error", error=str(exc))
             self.proxy.stats.downstream_protocol_error(self.reporter)
             self.flush()
@@ -113,40 +104,40 @@ class H2Connection:
         self.flush()
 
     def _event(self, ev: Any) -> None:
-        if isinstance(ev, h2.events.RequestReceived):
+        if isinstance(ev, h2codec.RequestReceived):
             self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
-        elif isinstance(ev, h2.events.DataReceived):
+        elif isinstance(ev, h2codec.DataReceived):
             stream = self.streams.get(ev.stream_id)
             if stream is None:
                 self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 return
             stream.request_data(ev.data, ev.flow_controlled_length)
-        elif isinstance(ev, h2.events.TrailersReceived):
+        elif isinstance(ev, h2codec.TrailersReceived):
             stream = self.streams.get(ev.stream_id)
             if stream is not None:
                 stream.request_trailers(ev.headers)
-        elif isinstance(ev, h2.events.StreamEnded):
+        elif isinstance(ev, h2codec.StreamEnded):
             stream = self.streams.get(ev.stream_id)
             if stream is not None:
                 stream.request_end()
-        elif isinstance(ev, h2.events.StreamReset):
+        elif isinstance(ev, h2codec.StreamReset):
             stream = self.streams.pop(ev.stream_id, None)
             if stream is not None:
                 stream.reset_by_client()
-        elif isinstance(ev, h2.events.WindowUpdated):
+        elif isinstance(ev, h2codec.WindowUpdated):
             targets = list(self.streams.values()) if ev.stream_id == 0 else [self.streams.get(ev.stream_id)]
             for stream in targets:
                 if stream is not None:
                     stream.send_pending()
-        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+        elif isinstance(ev, h2codec.RemoteSettingsChanged):
             for stream in list(self.streams.values()):  # a new initial window, without WINDOW_UPDATEs
                 stream.send_pending()
-        elif isinstance(ev, h2.events.ConnectionTerminated):
+        elif isinstance(ev, h2codec.ConnectionTerminated):
             self.close()
 
     def _request(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         if self.draining:
-            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(sid, h2codec.ErrorCodes.REFUSED_STREAM)
             return
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
@@ -333,7 +324,7 @@ class H2Stream(DownstreamConnection):
                     self._finish_response()
         except http1.HttpParseError as exc:
             log.debug("http2 stream: bad response to relay", stream=self.sid, error=str(exc))
-            self._reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self._reset(h2codec.ErrorCodes.INTERNAL_ERROR)
             return
         self.send_pending()
 
@@ -430,7 +421,7 @@ class H2Stream(DownstreamConnection):
             self.resp_ended = True
             try:
                 self.h2conn.h2.reset_stream(self.sid, code)
-            except h2.exceptions.StreamClosedError:
+            except h2codec.StreamClosedError:
                 pass
             self.h2conn.flush()
 
@@ -472,9 +463,7 @@ class H2Stream(DownstreamConnection):
             self.timer.cancel()
             self.timer = None
         if not self.resp_ended:
-            self._reset(
-                h2.errors.ErrorCodes.INTERNAL_ERROR if self.resp_started else h2.errors.ErrorCodes.CANCEL
-            )
+            self._reset(h2codec.ErrorCodes.INTERNAL_ERROR if self.resp_started else h2codec.ErrorCodes.CANCEL)
         self.h2conn.stream_done(self)
 
     def exchange_done(self, ex: Any) -> None:
@@ -493,7 +482,7 @@ class H2Stream(DownstreamConnection):
         self.close()
 
     def tunnel_open(self) -> None:
-        self._reset(h2.errors.ErrorCodes.PROTOCOL_ERROR)  # no upgrades over HTTP/2
+        self._reset(h2codec.ErrorCodes.PROTOCOL_ERROR)  # no upgrades over HTTP/2
 
 
 class _Dechunker:

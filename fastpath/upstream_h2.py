@@ -12,14 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
-from fastpath import http1
+from fastpath import h2codec, http1
 from fastpath.clusters import Host
 from fastpath.filters import alpn
 from fastpath.http2 import CONNECTION_SPECIFIC
@@ -66,9 +59,7 @@ class H2ClientConnection:
         self.cluster = host.cluster
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
-        )
+        self.h2 = h2codec.Connection(client_side=True)
         self.streams: dict[int, H2Upstream] = {}
         self.waiting: list[Any] = []  # exchanges waiting for the connection to be made
         self.usable = True
@@ -141,44 +132,44 @@ class H2ClientConnection:
     def data_received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except h2codec.ProtocolError as exc:
             log.debug("upstream http2 protocol error", host=self.host.label, error=str(exc))
             self.close()
             return
         for ev in events:
             stream = self.streams.get(getattr(ev, "stream_id", 0) or 0)
-            if isinstance(ev, h2.events.ResponseReceived):
+            if isinstance(ev, h2codec.ResponseReceived):
                 if stream is not None:
                     stream.response_headers(ev.headers, ev.stream_ended is not None)
-            elif isinstance(ev, h2.events.DataReceived):
+            elif isinstance(ev, h2codec.DataReceived):
                 if stream is not None and stream.held:
                     stream.unacked += ev.flow_controlled_length  # the client is slow: its window closes
                 else:
                     self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 if stream is not None:
                     stream.response_data(ev.data)
-            elif isinstance(ev, h2.events.TrailersReceived):
+            elif isinstance(ev, h2codec.TrailersReceived):
                 if stream is not None:
                     stream.response_trailers(ev.headers)
-            elif isinstance(ev, h2.events.StreamEnded):
+            elif isinstance(ev, h2codec.StreamEnded):
                 if stream is not None:
                     stream.response_end()
-            elif isinstance(ev, h2.events.StreamReset):
+            elif isinstance(ev, h2codec.StreamReset):
                 if stream is not None:
                     self.streams.pop(ev.stream_id, None)
                     stream.reset(ev.error_code)
-            elif isinstance(ev, h2.events.WindowUpdated):
+            elif isinstance(ev, h2codec.WindowUpdated):
                 targets = list(self.streams.values()) if ev.stream_id == 0 else ([stream] if stream else [])
                 for s in targets:
                     s.send_pending()
-            elif isinstance(ev, h2.events.RemoteSettingsChanged):
-                setting = ev.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+            elif isinstance(ev, h2codec.RemoteSettingsChanged):
+                setting = ev.changed_settings.get(h2codec.SettingCodes.MAX_CONCURRENT_STREAMS)
                 if setting is not None:
                     self.peer_max_streams = setting.new_value
                 # A new initial window opens every stream at once, with no WINDOW_UPDATE to say so.
                 for s in list(self.streams.values()):
                     s.send_pending()
-            elif isinstance(ev, h2.events.ConnectionTerminated):
+            elif isinstance(ev, h2codec.ConnectionTerminated):
                 self.usable = False  # GOAWAY: no new streams; those below last_stream_id finish
         self.flush()
 
@@ -188,7 +179,7 @@ class H2ClientConnection:
     def connection_lost(self, exc: BaseException | None) -> None:
         self._gone()
         for stream in list(self.streams.values()):
-            stream.reset(h2.errors.ErrorCodes.CONNECT_ERROR)
+            stream.reset(h2codec.ErrorCodes.CONNECT_ERROR)
         self.streams.clear()
 
     def pause_writing(self) -> None:
@@ -319,7 +310,7 @@ class H2Upstream(UpstreamConnection):
                     else:
                         self._open(False)
                         self.pending.append((b"", True))
-        except (http1.HttpParseError, h2.exceptions.ProtocolError) as exc:
+        except (http1.HttpParseError, h2codec.ProtocolError) as exc:
             log.debug("cannot send request over http2", stream=self.sid, error=repr(exc))
             self.abort()
             return
@@ -407,7 +398,7 @@ class H2Upstream(UpstreamConnection):
         if not on and self.unacked and not self.closed:
             try:
                 self.conn.h2.acknowledge_received_data(self.unacked, self.sid)
-            except h2.exceptions.StreamClosedError:
+            except h2codec.StreamClosedError:
                 pass
             self.unacked = 0
             self.conn.flush()
@@ -437,8 +428,8 @@ class H2Upstream(UpstreamConnection):
             if self.sid in self.conn.streams:
                 self.conn.streams.pop(self.sid, None)
                 try:
-                    self.conn.h2.reset_stream(self.sid, h2.errors.ErrorCodes.CANCEL)
-                except h2.exceptions.StreamClosedError:
+                    self.conn.h2.reset_stream(self.sid, h2codec.ErrorCodes.CANCEL)
+                except h2codec.StreamClosedError:
                     pass
                 self.conn.flush()
 
