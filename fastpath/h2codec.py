@@ -252,6 +252,8 @@ class Connection:
                 self.local_max_frame = value
             elif code == SettingCodes.MAX_HEADER_LIST_SIZE:
                 self.decoder.max_header_list_size = value
+            elif code == SettingCodes.HEADER_TABLE_SIZE:
+                self.decoder.set_max_allowed(value)
         events.append(SettingsAcknowledged(changed))
 
     def _remote_settings(self, payload: bytes, events: list[object]) -> None:

@@ -18,6 +18,7 @@ cdef class Decoder:
     cdef public Py_ssize_t pos
     cdef public bytes data
 
+    cpdef set_max_allowed(self, Py_ssize_t size)
     @cython.locals(data=bytes, pos=Py_ssize_t, value=Py_ssize_t, shift=int, byte=int)
     cdef Py_ssize_t _integer(self, int prefix_mask) except -1
     @cython.locals(data=bytes, huffman=int, length=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t)

@@ -240,6 +240,13 @@ class Decoder:
         self.pos = 0
         self.data = b""
 
+    def set_max_allowed(self, size: int) -> None:
+        """Our SETTINGS_HEADER_TABLE_SIZE, acknowledged: the peer's encoder must fit its table in it."""
+        self.max_allowed = size
+        if self.max_size > size:
+            self.max_size = size  # the peer shrinks its table too, and says so at its next block
+            self._evict()
+
     def _integer(self, prefix_mask: int) -> int:
         data = self.data
         pos = self.pos
