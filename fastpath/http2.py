@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastpath import h2codec, http1
 from fastpath.http_conn import DownstreamConnection
+from fastpath.outbox import OUTBOX
 from mizzen import logs
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class H2Connection:
         self.transport: asyncio.Transport | None = None
         self.h2 = h2codec.Connection(client_side=False)
         self.streams: dict[int, H2Stream] = {}
+        self.queued = False  # in the outbox, to be flushed when the current read is handled
         self.closing = False
         self.draining = False
         self.write_paused = False
@@ -96,12 +98,18 @@ class H2Connection:
         except h2codec.ProtocolError as exc:
             log.debug("http2 protocol error", error=str(exc))
             self.proxy.stats.downstream_protocol_error(self.reporter)
-            self.flush()
-            self.close()
+            self.close()  # after the GOAWAY the codec queued
             return
-        for ev in events:
-            self._event(ev)
-        self.flush()
+        # What every stream (and its upstream) writes while these frames are handled goes out together:
+        # one syscall per socket for the read, not one per stream.
+        batch = OUTBOX.begin()
+        try:
+            for ev in events:
+                self._event(ev)
+            self.flush()
+        finally:
+            if batch:
+                OUTBOX.end()
 
     def _event(self, ev: Any) -> None:
         if isinstance(ev, h2codec.RequestReceived):
@@ -166,6 +174,12 @@ class H2Connection:
     # -- for streams ----------------------------------------------------------------------------
 
     def flush(self) -> None:
+        if OUTBOX.active:  # sent when the read being handled is done
+            if not self.queued:
+                self.queued = True
+                OUTBOX.dirty.append(self)
+            return
+        self.queued = False
         out = self.h2.data_to_send()
         t = self.transport
         if out and t is not None and not t.is_closing():
@@ -188,6 +202,9 @@ class H2Connection:
         self.closing = True
         t = self.transport
         if t is not None and not t.is_closing():
+            out = self.h2.data_to_send()  # a GOAWAY or resets still queued go out first
+            if out:
+                t.write(out)
             t.close()
 
     @property

@@ -16,6 +16,7 @@ from fastpath import h2codec, http1
 from fastpath.clusters import Host
 from fastpath.filters import alpn
 from fastpath.http2 import CONNECTION_SPECIFIC
+from fastpath.outbox import OUTBOX
 from fastpath.upstream import UpstreamConnection
 from mizzen import logs
 
@@ -61,6 +62,7 @@ class H2ClientConnection:
         self.transport: asyncio.Transport | None = None
         self.h2 = h2codec.Connection(client_side=True)
         self.streams: dict[int, H2Upstream] = {}
+        self.queued = False  # in the outbox, to be flushed when the current read is handled
         self.waiting: list[Any] = []  # exchanges waiting for the connection to be made
         self.usable = True
         self.closed = False
@@ -136,6 +138,15 @@ class H2ClientConnection:
             log.debug("upstream http2 protocol error", host=self.host.label, error=str(exc))
             self.close()
             return
+        # The responses of several streams in one read reach their clients in one write per client.
+        batch = OUTBOX.begin()
+        try:
+            self._events(events)
+        finally:
+            if batch:
+                OUTBOX.end()
+
+    def _events(self, events: list[Any]) -> None:
         for ev in events:
             stream = self.streams.get(getattr(ev, "stream_id", 0) or 0)
             if isinstance(ev, h2codec.ResponseReceived):
@@ -203,6 +214,12 @@ class H2ClientConnection:
         ex.on_pool_ready(stream)
 
     def flush(self) -> None:
+        if OUTBOX.active:  # sent when the read being handled is done
+            if not self.queued:
+                self.queued = True
+                OUTBOX.dirty.append(self)
+            return
+        self.queued = False
         t = self.transport
         if t is not None and not t.is_closing():
             out = self.h2.data_to_send()
@@ -211,8 +228,12 @@ class H2ClientConnection:
 
     def close(self) -> None:
         self.usable = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            out = self.h2.data_to_send()  # a GOAWAY or resets still queued go out first
+            if out:
+                t.write(out)
+            t.close()
 
     def _gone(self) -> None:
         if self.closed:
