@@ -42,7 +42,7 @@ from mizzen.local.kubelet import LocalPod, PodContext
 from mizzen.local.meshstate import STATUS_VERSION, MeshPaths, write_hosts
 from mizzen.local.node import LocalNode
 from mizzen.local.state import read_json, write_json
-from mizzen.local.system import CONTROLLER, DEBUG_PORT, GATEWAY, XDS_PORT
+from mizzen.local.system import CONTROLLER, DEBUG_PORT, XDS_PORT
 from mizzen.local.workloads import ManifestError, Workload, Workloads, build, template_hash
 
 log = logs.get("local.mesh")
@@ -77,6 +77,7 @@ class MeshAgent:
         load_dir(self.paths.ca, "cluster.local")  # the CA the controller will load: its root exists now
         self.workloads = Workloads()
         self.generation = -1
+        self.loaded_for: tuple[int, str | None] = (-1, None)
         self.errors: list[str] = []
         self.pods: dict[str, LocalPod] = {}  # "namespace/name"
         self.desired_hash: dict[str, str] = {}  # pod key -> template hash it was made from
@@ -100,11 +101,7 @@ class MeshAgent:
             event=self.event,
             base_env=self._base_env(),
             prepare=lambda pod: system.prepare(
-                pod,
-                self.paths,
-                self.tokens,
-                self.controller_ip,
-                self.workloads.services.get("/".join(GATEWAY)),
+                pod, self.paths, self.tokens, self.workloads.services.values()
             ),
             host_ip=self.host_ip,
         )
@@ -143,10 +140,14 @@ class MeshAgent:
 
     def _load(self) -> None:
         generation = self.paths.generation()
-        if generation == self.generation:
+        # The install's gateway follows the controller: its objects are made once the controller has an IP.
+        if (generation, self.controller_ip) == self.loaded_for:
             return
+        self.loaded_for = (generation, self.controller_ip)
         try:
-            self.workloads = build([*system.system_objects(), *self.paths.applied_objects()])
+            self.workloads = build(
+                self.paths.applied_objects(), trusted=system.system_objects(self.controller_ip)
+            )
             self.errors = []
         except (ManifestError, yaml.YAMLError, OSError) as exc:
             self.errors = [str(exc)]
@@ -184,7 +185,7 @@ class MeshAgent:
         injected, warnings = system.inject(manifest, ns_labels, self.controller_ip, self.paths)
         for warning in warnings:
             self.event(f"{w.kind} {w.namespace}/{w.name}", "InjectWarning", warning)
-        return injected
+        return system.localize(injected, self.paths)
 
     def desired(self) -> Iterator[tuple[str, DesiredPod]]:
         """Every pod that should exist, by ``namespace/name`` (the system pods first)."""
@@ -235,22 +236,15 @@ class MeshAgent:
         self.pods[key] = pod
         self.desired_hash[key] = want.template_hash
 
-    def _ensure_system(self) -> bool:
-        """The controller first (its IP is every sidecar's xDS address), then the gateway; True once both
-        exist and the controller is ready."""
-        for namespace, name, manifest in (
-            (*CONTROLLER, lambda: system.controller_manifest(self.paths)),
-            (*GATEWAY, lambda: system.gateway_manifest(self.paths)),
-        ):
-            key = f"{namespace}/{name}"
-            if key not in self.pods:
-                self._create(key, DesiredPod(manifest(), "system", None, {}, "", 0))
-            if key == "/".join(CONTROLLER) and (key not in self.pods or not self.pods[key].ready):
-                return False
-        return True
+    def _ensure_controller(self) -> bool:
+        """The controller first (its IP is every sidecar's xDS address); True once it is ready."""
+        key = "/".join(CONTROLLER)
+        if key not in self.pods:
+            self._create(key, DesiredPod(system.controller_manifest(self.paths), "system", None, {}, "", 0))
+        return key in self.pods and self.pods[key].ready
 
     def reconcile(self) -> None:
-        if not self._ensure_system():
+        if not self._ensure_controller():
             return
         if self._wanted_for != (self.generation, self.controller_ip):
             try:
@@ -261,7 +255,7 @@ class MeshAgent:
                 return
             self._wanted_for = (self.generation, self.controller_ip)
         wanted = self._wanted
-        system = {"/".join(CONTROLLER), "/".join(GATEWAY)}
+        system = {"/".join(CONTROLLER)}
         for key, want in wanted.items():
             if key not in self.pods:
                 self._create(key, want)
@@ -391,7 +385,8 @@ class MeshAgent:
                 self.hosts_written[netns_name] = content
 
     def status(self) -> dict[str, Any]:
-        gateway = self.pods.get("/".join(GATEWAY))
+        gateways = [p for p in self.pods.values() if system.is_gateway(p.labels) and p.deleting_since is None]
+        gateway = next((p for p in gateways if p.ready), gateways[0] if gateways else None)
         return {
             "apiVersion": STATUS_VERSION,
             "generation": self.generation,
@@ -406,6 +401,7 @@ class MeshAgent:
                 "clusterSynced": self.cluster_taken,
             },
             "ingress": {
+                "pod": f"{gateway.namespace}/{gateway.name}" if gateway else None,
                 "ip": gateway.ip if gateway else None,
                 "ready": bool(gateway and gateway.ready),
             },
@@ -420,7 +416,11 @@ class MeshAgent:
                 for s in sorted(self.workloads.services.values(), key=lambda s: s.key)
             ],
             "pods": [
-                {**p.status(), "meshed": inject_policy.STATUS in p.annotations}
+                {
+                    **p.status(),
+                    "meshed": inject_policy.STATUS in p.annotations,
+                    "gateway": system.is_gateway(p.labels),
+                }
                 for _, p in sorted(self.pods.items())
             ],
         }

@@ -27,7 +27,7 @@ from mizzen.local import procs
 from mizzen.local.meshstate import MeshPaths, agent_alive, spawn_agent
 from mizzen.local.node import LocalNode
 from mizzen.local.state import read_json, write_json
-from mizzen.local.system import CONTROLLER, GATEWAY
+from mizzen.local.system import CONTROLLER
 from mizzen.local.workloads import ManifestError, check_object, is_istio, object_key, object_label
 
 Say = Callable[[str], None]
@@ -382,14 +382,13 @@ class Mesh:
         for w in status.get("workloads") or ():
             label = f"{w['kind']} {w['namespace']}/{w['name']}"
             if w["ready"] < w["replicas"] or w["updated"] < w["replicas"]:
-                problems.append(f"{label}: {w['ready']}/{w['replicas']} ready")
+                why = [_why(p) for p in status.get("pods") or () if _owned_by(p, w) and not p["ready"]]
+                problems.append(f"{label}: {w['ready']}/{w['replicas']} ready {' '.join(filter(None, why))}")
             elif w["old"]:
                 problems.append(f"{label}: {w['old']} old pods terminating")
         for pod in status.get("pods") or ():
             if pod["phase"] == "Terminating":
                 problems.append(f"pod {pod['namespace']}/{pod['name']}: terminating")
-            elif not pod["ready"] and (pod["namespace"], pod["name"]) == GATEWAY:
-                problems.append(f"pod {pod['namespace']}/{pod['name']}: not ready {_why(pod)}")
         if problems:
             return problems
         if not controller.get("clusterSynced"):
@@ -413,7 +412,7 @@ class Mesh:
             state = (pod.get("ip"), bool(pod.get("ready")))
             old = seen.get(key)
             if old is None:
-                if (pod["namespace"], pod["name"]) == GATEWAY:
+                if pod.get("gateway"):
                     kind = "the ingress gateway"
                 else:
                     kind = "sidecar injected" if pod.get("meshed") else "not in the mesh"
@@ -578,7 +577,7 @@ def _checked(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_proxy(pod: dict[str, Any]) -> bool:
-    return bool(pod.get("meshed")) or (pod.get("namespace"), pod.get("name")) == GATEWAY
+    return bool(pod.get("meshed") or pod.get("gateway"))
 
 
 def _sync_state(proxy: dict[str, Any]) -> str:
@@ -587,6 +586,12 @@ def _sync_state(proxy: dict[str, Any]) -> str:
         if worst in states:
             return worst
     return "SYNCED" if states else "NOT SENT"
+
+
+def _owned_by(pod: dict[str, Any], workload: dict[str, Any]) -> bool:
+    if pod["namespace"] != workload["namespace"]:
+        return False
+    return pod["name"] == workload["name"] or pod["name"].rsplit("-", 2)[0] == workload["name"]
 
 
 def _why(pod: dict[str, Any]) -> str:
@@ -600,4 +605,4 @@ def _config_key(obj: dict[str, Any]) -> str:
     return f"{obj['kind']} {meta.get('namespace') or 'default'}/{meta['name']}"
 
 
-__all__ = ["CONTROLLER", "GATEWAY", "Mesh", "MeshError", "print_status", "read_manifests"]
+__all__ = ["CONTROLLER", "Mesh", "MeshError", "print_status", "read_manifests"]

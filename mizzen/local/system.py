@@ -1,13 +1,15 @@
 """What an install and the injection webhook give a cluster, made for one machine.
 
-- The mesh's own pods and Services: ``mizzen-system/mizzen-controller`` on the files source, and
-  ``istio-system/istio-ingressgateway`` (mizzen-proxy as Istio's ``router`` node, labelled
-  ``istio: ingressgateway``) behind a LoadBalancer Service whose address is the gateway pod's.
-- Injection: Istio's webhook selectors, then the real injector (:mod:`controller.inject.template`); the
-  injected ``istio-proxy`` runs our ``mizzen-proxy`` (the proxy image's entrypoint).
-- What the injector's volumes hold on a cluster, as files the sidecar is pointed at: the pod's labels and
-  annotations (downward API), a service-account token for the CA (signed by the node, as local mode's
-  kubelet), the CA's root; and a gateway's bootstrap.
+- The mesh's own pods and Services: ``mizzen-system/mizzen-controller`` on the files source (a pod of its
+  own, as the files source is local mode's), and the install's ingress gateway exactly as ``mizzen install``
+  renders it (:mod:`mizzen.manifests.gateways`: ``mizzen-proxy --proxy-type router``, labelled
+  ``istio: ingressgateway``, a LoadBalancer Service 80/443 to 8080/8443). A LoadBalancer Service's
+  address is its pod's IP here: its ports lead to their target ports inside the pod.
+- Injection: Istio's webhook selectors, then the real injector (:mod:`controller.inject.template`).
+- ``istio-proxy`` containers (injected or the gateway's) run our ``mizzen-proxy`` (the proxy image's
+  entrypoint), and what their volumes hold on a cluster is in folders of the pod, their paths moved there:
+  the pod's labels and annotations (downward API), a service-account token for the CA (signed by the node,
+  local mode's kubelet), the CA's root (the ``istio-ca-root-cert`` ConfigMap), a scratch folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +36,12 @@ BIN = Path(sys.executable).parent
 PROXY_UID = 1337
 XDS_PORT, SECURE_PORT, DEBUG_PORT = 15010, 15012, 15014
 CONTROLLER = ("mizzen-system", "mizzen-controller")
-GATEWAY = ("istio-system", "istio-ingressgateway")
-GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
-GATEWAY_PORTS = ((15021, 15021, "status-port"), (80, 8080, "http2"), (443, 8443, "https"))
+GATEWAY_LABEL = ("istio", "ingressgateway")  # how Gateways (and we) find the ingress gateway's pods
 
 
-def system_objects() -> list[dict[str, Any]]:
-    """The mesh's own namespaces and Services, as a cluster install has them."""
+def system_objects(controller_ip: str | None) -> list[dict[str, Any]]:
+    """The mesh's own namespaces and Services, and (once the controller has an address) the install's
+    ingress gateway."""
 
     def ns(name: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
@@ -50,26 +51,24 @@ def system_objects() -> list[dict[str, Any]]:
         {"name": "https-dns", "port": SECURE_PORT},
         {"name": "http-monitoring", "port": DEBUG_PORT},
     ]
-    return [
+    objects = [
         ns(CONTROLLER[0]),
-        ns(GATEWAY[0]),
+        ns("istio-system"),  # the root namespace, for mesh-wide config
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": CONTROLLER[1], "namespace": CONTROLLER[0]},
             "spec": {"selector": {"app": CONTROLLER[1]}, "ports": controller_ports},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": GATEWAY[1], "namespace": GATEWAY[0], "labels": dict(GATEWAY_LABELS)},
-            "spec": {
-                "type": "LoadBalancer",
-                "selector": dict(GATEWAY_LABELS),
-                "ports": [{"name": n, "port": p, "targetPort": t} for p, t, n in GATEWAY_PORTS],
-            },
-        },
     ]
+    if controller_ip is not None:
+        from mizzen.manifests.gateways import gateway_objects
+        from mizzen.manifests.values import resolve
+
+        values = resolve("default")
+        values["namespace"] = CONTROLLER[0]
+        objects += gateway_objects("ingress", values, inject_config(controller_ip), PROXY_IMAGE, {})
+    return objects
 
 
 def controller_manifest(paths: MeshPaths) -> dict[str, Any]:
@@ -111,44 +110,9 @@ def controller_manifest(paths: MeshPaths) -> dict[str, Any]:
     }
 
 
-def gateway_manifest(paths: MeshPaths, workers: int = 1) -> dict[str, Any]:
-    """The ingress gateway: mizzen-proxy from a router bootstrap (written by :func:`prepare`)."""
-    boot = paths.pods / f"{GATEWAY[0]}_{GATEWAY[1]}" / "bootstrap.json"
-    return {
-        "metadata": {
-            "name": GATEWAY[1],
-            "namespace": GATEWAY[0],
-            "labels": {**GATEWAY_LABELS, "service.istio.io/canonical-name": GATEWAY[1]},
-            "annotations": {inject_policy.INJECT: "false"},
-        },
-        "spec": {
-            "serviceAccountName": "istio-ingressgateway-service-account",
-            "containers": [
-                {
-                    "name": inject_policy.PROXY_NAME,
-                    "command": [
-                        str(BIN / "mizzen-proxy"),
-                        "-c",
-                        str(boot),
-                        "--log-level",
-                        "warning",
-                        "--concurrency",
-                        str(workers),
-                    ],
-                    "ports": [
-                        {"name": n, "containerPort": t} for _, t, n in GATEWAY_PORTS if n != "status-port"
-                    ]
-                    + [{"name": "status-port", "containerPort": 15021}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/healthz/ready", "port": 15021},
-                        "periodSeconds": 1,
-                        "failureThreshold": 3,
-                    },
-                    "securityContext": {"runAsUser": PROXY_UID, "runAsGroup": PROXY_UID},
-                }
-            ],
-        },
-    }
+def is_gateway(labels: Mapping[str, str]) -> bool:
+    """The install's ingress gateway's pods (what Gateway resources select as ``istio: ingressgateway``)."""
+    return labels.get(GATEWAY_LABEL[0]) == GATEWAY_LABEL[1]
 
 
 def injection_selected(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
@@ -162,6 +126,7 @@ def injection_selected(pod: Mapping[str, Any], namespace_labels: Mapping[str, st
     return ns_flag is None and pod_flag == "true"
 
 
+PROXY_IMAGE = f"mizzen/proxy:{__version__}"
 # The injector's volumes, each a folder of the pod's here (a kubelet would mount them into the container).
 VOLUME_DIRS = {
     "istio-envoy": "proxy",
@@ -173,7 +138,7 @@ VOLUME_DIRS = {
 
 def inject_config(controller_ip: str | None) -> InjectConfig:
     return InjectConfig(
-        image=f"mizzen/proxy:{__version__}",
+        image=PROXY_IMAGE,
         xds_address=f"{controller_ip}:{XDS_PORT}",
         ca_address=f"{controller_ip}:{SECURE_PORT}",
         native_sidecar=True,
@@ -191,13 +156,24 @@ def inject(
     config = inject_config(controller_ip)
     if not inject_policy.decide(manifest, namespace, config).inject:
         return manifest, []
-    injected, warnings = inject_template.inject(manifest, config, native=True)
-    files = paths.pods / f"{namespace}_{manifest['metadata']['name']}"
-    for group in ("initContainers", "containers"):
-        for c in injected["spec"].get(group) or ():
-            if c.get("name") == inject_policy.PROXY_NAME:
-                _localize_proxy(c, files)
-    return injected, warnings
+    return inject_template.inject(manifest, config, native=True)
+
+
+def localize(manifest: dict[str, Any], paths: MeshPaths) -> dict[str, Any]:
+    """The pod with its ``istio-proxy`` containers made to run here (see the module's docstring)."""
+    meta = manifest["metadata"]
+    files = paths.pods / f"{meta['namespace']}_{meta['name']}"
+    proxies = [
+        c
+        for group in ("initContainers", "containers")
+        for c in manifest["spec"].get(group) or ()
+        if c.get("name") == inject_policy.PROXY_NAME
+    ]
+    for c in proxies:
+        _localize_proxy(c, files)
+    if proxies:
+        manifest["spec"].pop("volumes", None)
+    return manifest
 
 
 def _localize_proxy(container: dict[str, Any], files: Path) -> None:
@@ -229,19 +205,20 @@ def downward_file(values: Mapping[str, str]) -> str:
 
 
 def prepare(
-    pod: LocalPod,
-    paths: MeshPaths,
-    tokens: LocalTokens,
-    controller_ip: str | None,
-    gateway_service: Service | None,
+    pod: LocalPod, paths: MeshPaths, tokens: LocalTokens, services: Iterable[Service]
 ) -> dict[str, str]:
-    """Get a new pod ready to run: the netns lets non-root bind low ports (as container runtimes set it);
-    a pod with ``istio-proxy`` gets its files, and the env that points the proxy at them."""
+    """Get a new pod ready to run: the netns lets non-root bind low ports (as container runtimes set it); a
+    LoadBalancer Service's ports lead to their targets; a pod with ``istio-proxy`` gets its folders, and the
+    env that points the proxy at what is not in its arguments (its token, its labels)."""
     netns_name = pod.ctx.node.netns_name(pod.name, pod.namespace)
     netns.run(
         netns.exec_argv(netns_name, ["sysctl", "-q", "-w", "net.ipv4.ip_unprivileged_port_start=0"]),
         check=False,
     )
+    for svc in services:
+        if svc.namespace == pod.namespace and svc.raw.get("spec", {}).get("type") == "LoadBalancer":
+            if svc.selector is not None and all(pod.labels.get(k) == v for k, v in svc.selector.items()):
+                load_balancer(netns_name, pod, svc)
     if not any(c.name == inject_policy.PROXY_NAME for c in pod.containers):
         return {}
     files = pod.files
@@ -249,7 +226,6 @@ def prepare(
         (files / sub).mkdir(exist_ok=True)
     (files / "podinfo" / "labels").write_text(downward_file(pod.labels))
     (files / "podinfo" / "annotations").write_text(downward_file(pod.annotations))
-    # The istio-ca-root-cert ConfigMap: the root the proxy verifies the CA with.
     shutil.copyfile(paths.ca / "root-cert.pem", files / "ca" / "root-cert.pem")
     for sub in ("podinfo", "token", "ca"):
         (files / sub).chmod(0o755)
@@ -258,46 +234,38 @@ def prepare(
     os.chown(files / "proxy", PROXY_UID, PROXY_UID)
     token = tokens.issue(pod.namespace, pod.service_account, pod=pod.name)
     write_token(files / "token" / "istio-token", token, uid=PROXY_UID)
-    if (pod.namespace, pod.name) == GATEWAY:
-        load_balancer(netns_name, pod.ip, gateway_service)
-        write_router_bootstrap(pod, controller_ip)
     return {
         "MIZZEN_LABELS_FILE": str(files / "podinfo" / "labels"),
         "TOKEN_PATH": str(files / "token" / "istio-token"),
-        "CA_ADDR": f"{controller_ip}:{SECURE_PORT}",
-        "CA_ROOT_CERT": str(files / "ca" / "root-cert.pem"),
     }
 
 
-def write_router_bootstrap(pod: LocalPod, controller_ip: str | None) -> None:
-    """The gateway's bootstrap: the injected sidecar's, as Istio's ``router`` node (its listeners come from
-    the Gateways that select its labels)."""
-    from fastpath import bootstrap_gen
-
-    boot = bootstrap_gen.generate(
-        f"{controller_ip}:{XDS_PORT}",
-        {
-            "POD_NAME": pod.name,
-            "POD_NAMESPACE": pod.namespace,
-            "INSTANCE_IP": pod.ip or "",
-            "SERVICE_ACCOUNT": pod.service_account,
-            "ISTIO_META_WORKLOAD_NAME": pod.name,
-        },
-        pod.files / "podinfo" / "labels",
-    )
-    boot["node"]["id"] = "router" + boot["node"]["id"][len("sidecar") :]
-    path = pod.files / "bootstrap.json"
-    path.write_text(json.dumps(boot, indent=2))
-    path.chmod(0o644)
-
-
-def load_balancer(netns_name: str, ip: str | None, service: Service | None) -> None:
-    """The gateway pod's address stands for its LoadBalancer Service: each Service port leads to its target
-    port (80 to 8080, 443 to 8443) inside the pod, as kube-proxy's rules lead it on a node."""
-    if service is None or ip is None:
-        return
+def load_balancer(netns_name: str, pod: LocalPod, service: Service) -> None:
+    """The pod's address stands for its LoadBalancer Service: each Service port leads to its target port
+    inside the pod (80 to 8080 for the gateway), as kube-proxy's rules lead it on a node."""
     for port in service.ports:
-        if isinstance(port.target_port, int) and port.target_port != port.port:
-            rule = ["-p", "tcp", "-d", ip, "--dport", str(port.port), "-j", "REDIRECT"]
-            rule += ["--to-ports", str(port.target_port)]
+        target = port.target_port
+        if isinstance(target, str):
+            target = next(
+                (
+                    int(p["containerPort"])
+                    for c in pod.containers
+                    for p in c.spec.get("ports") or ()
+                    if p.get("name") == target
+                ),
+                port.port,
+            )
+        if target != port.port and pod.ip:
+            rule = [
+                "-p",
+                "tcp",
+                "-d",
+                pod.ip,
+                "--dport",
+                str(port.port),
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                str(target),
+            ]
             netns.run(netns.exec_argv(netns_name, ["iptables", "-w", "-t", "nat", "-A", "PREROUTING", *rule]))

@@ -426,7 +426,7 @@ def _service(obj: Obj, label: str) -> Service:
     )
 
 
-def _workload(obj: Obj, label: str, origin_dir: Path | None) -> Workload:
+def _workload(obj: Obj, label: str, origin_dir: Path | None, *, check: bool = True) -> Workload:
     name, namespace = _metadata(obj, label)
     kind = str(obj["kind"])
     if kind == "Pod":
@@ -482,7 +482,8 @@ def _workload(obj: Obj, label: str, origin_dir: Path | None) -> Workload:
             f"unknown strategy {strategy!r}",
         )
     where = f"{label}: spec" if kind == "Pod" else f"{label}: spec.template.spec"
-    check_pod_spec(template["spec"], where)
+    if check:
+        check_pod_spec(template["spec"], where)
     annotations = template["metadata"]["annotations"]
     workdir = annotations.get(WORKDIR_ANNOTATION)
     if workdir is not None and origin_dir is not None and not Path(workdir).is_absolute():
@@ -535,27 +536,39 @@ def check_object(obj: Any, origin_dir: Path | None = None) -> Obj:
     return out
 
 
-def build(objects: Iterable[Obj]) -> Workloads:
-    """The checked objects as what to run (later objects with the same identity replace earlier ones)."""
+def build(objects: Iterable[Obj], trusted: Iterable[Obj] = ()) -> Workloads:
+    """The checked objects as what to run (later objects with the same identity replace earlier ones).
+    ``trusted`` objects (the mesh's own, made to run here) come first and skip the pod-spec checks."""
     out = Workloads()
-    for obj in objects:
-        label = object_label(obj)
-        kind = obj.get("kind")
-        if is_istio(obj):
-            out.istio.append(obj)
-        elif kind == "Namespace":
-            name, _ = _metadata(obj, label, namespaced=False)
-            meta = obj.get("metadata") or {}
-            out.namespaces[name] = Namespace(
-                name, _string_map(meta.get("labels"), label), _string_map(meta.get("annotations"), label)
-            )
-        elif kind == "Service":
-            svc = _service(obj, label)
-            out.services[svc.key] = svc
-        elif kind in ("Deployment", "Pod"):
-            workload = _workload(obj, label, None)
+    for obj in trusted:
+        if obj.get("kind") in ("Deployment", "Pod"):
+            workload = _workload(obj, object_label(obj), None, check=False)
             out.workloads[workload.key] = workload
-        elif kind == "ServiceAccount":
-            name, namespace = _metadata(obj, label)
-            out.service_accounts.add(f"{namespace}/{name}")
+        else:
+            _add(out, obj)
+    for obj in objects:
+        _add(out, obj)
     return out
+
+
+def _add(out: Workloads, obj: Obj) -> None:
+    """One checked object into ``out``."""
+    label = object_label(obj)
+    kind = obj.get("kind")
+    if is_istio(obj):
+        out.istio.append(obj)
+    elif kind == "Namespace":
+        name, _ = _metadata(obj, label, namespaced=False)
+        meta = obj.get("metadata") or {}
+        out.namespaces[name] = Namespace(
+            name, _string_map(meta.get("labels"), label), _string_map(meta.get("annotations"), label)
+        )
+    elif kind == "Service":
+        svc = _service(obj, label)
+        out.services[svc.key] = svc
+    elif kind in ("Deployment", "Pod"):
+        workload = _workload(obj, label, None)
+        out.workloads[workload.key] = workload
+    elif kind == "ServiceAccount":
+        name, namespace = _metadata(obj, label)
+        out.service_accounts.add(f"{namespace}/{name}")

@@ -53,7 +53,7 @@ def test_demo_walks_the_tasks_and_leaves_nothing_behind() -> None:
         assert f"[{step}/6]" in out, out
     assert out.count("ok: ") == 6 and "NOT AS EXPECTED" not in out, out
     assert "Every step showed what Istio's tasks show." in out
-    assert "istio-system/istio-ingressgateway" in out and "sidecar injected" in out
+    assert "the ingress gateway" in out and "sidecar injected" in out
     # The page as jason saw it with the abort fault: v2 without its stars, every time.
     assert "'Ratings service is currently unavailable' 20/20 times" in out
     assert footprint is not None and footprint.netns_inodes and footprint.veths

@@ -149,8 +149,17 @@ def test_sidecar_restarted(app: Bookinfo) -> None:
     assert 'connection_security_policy="mutual_tls"' in app.metrics("reviews-v1")
 
 
-def test_teardown_leaves_nothing(app: Bookinfo) -> None:
+def test_teardown_after_a_crash_leaves_nothing(app: Bookinfo) -> None:
     footprint: Footprint = app.footprint  # type: ignore[attr-defined]
     assert footprint.netns_inodes and footprint.veths
-    app.mesh.down()
+    # The agent dies (the pods, the controller and the sidecars go on without it)...
+    agent = app.status["agent"]["pid"]
+    os.kill(agent, signal.SIGKILL)
+    app.wait(lambda: not app.status["agentRunning"], "the agent to be gone", timeout=10)
+    status = app.cli("local", "status")
+    assert status.returncode == 0 and "agent NOT RUNNING" in status.stdout
+    assert app.pages(3)[0].version is not None  # the mesh still serves
+    # ...and `mizzen local down` still removes every trace of the mesh.
+    down = app.cli("local", "down")
+    assert down.returncode == 0, down.stderr
     assert footprint.left() == []

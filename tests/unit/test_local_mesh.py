@@ -4,6 +4,7 @@ webhook does it with the sidecar's volumes moved into the pod's folder, and the 
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,8 @@ def test_injected_sidecar_runs_mizzen_proxy_with_its_volumes_in_the_pod_folder(t
         },
     }
     injected, _ = system.inject(pod, {"istio-injection": "enabled"}, "10.0.0.2", paths)
+    injected = system.localize(injected, paths)
+    assert "volumes" not in injected["spec"]
     proxy = injected["spec"]["initContainers"][0]
     assert proxy["name"] == "istio-proxy" and proxy["restartPolicy"] == "Always"
     assert proxy["command"] == [str(system.BIN / "mizzen-proxy")] and "volumeMounts" not in proxy
@@ -317,3 +320,26 @@ def test_applied_label_changes_with_content_only() -> None:
     changed = _with_last_applied({**obj, "spec": {"hosts": ["s"]}})
     assert changed["metadata"]["labels"] != a["metadata"]["labels"]
     assert _without_last_applied(a) == obj
+
+
+def test_the_install_gateway_runs_here_as_a_router(tmp_path: Path) -> None:
+    paths = MeshPaths(tmp_path)
+    objects = system.system_objects("10.0.0.2")
+    assert system.system_objects(None) == objects[: len(system.system_objects(None))]
+    w = build([], trusted=objects)
+    (gateway,) = [x for x in w.workloads.values() if system.is_gateway(x.labels)]
+    svc = next(s for s in w.services.values() if s.selector and system.is_gateway(s.selector))
+    assert svc.raw["spec"]["type"] == "LoadBalancer"
+    assert {(p.port, p.target_port) for p in svc.ports} >= {(80, 8080), (443, 8443)}
+    manifest = {
+        "metadata": {"name": "gw-1", "namespace": gateway.namespace, "labels": dict(gateway.labels)},
+        "spec": json.loads(json.dumps(gateway.template["spec"])),
+    }
+    local = system.localize(manifest, paths)
+    (proxy,) = local["spec"]["containers"]
+    assert proxy["command"] == [str(system.BIN / "mizzen-proxy")] and "volumes" not in local["spec"]
+    args = proxy["args"]
+    assert args[args.index("--proxy-type") + 1] == "router"
+    assert args[args.index("--xds-address") + 1] == "10.0.0.2:15010"
+    folder = tmp_path / "mesh" / "pods" / f"{gateway.namespace}_gw-1"
+    assert args[args.index("--ca-root-cert") + 1] == str(folder / "ca" / "root-cert.pem")
