@@ -107,7 +107,7 @@ class Demo:
         paths = [self.examples / "networking" / f for f in files]
         self.say(
             "      $ mizzen local apply "
-            + " ".join(f"-f {p.relative_to(self.examples.parent)}" for p in paths)
+            + " ".join(f"-f {p.relative_to(self.examples.parent.parent)}" for p in paths)
         )
         for line in self.mesh.apply(paths):
             self.say(f"        {line}")
@@ -190,7 +190,8 @@ def run(node: LocalNode, *, once: bool = False, requests: int = 30, examples: Pa
             )
         say("      (the mesh of an earlier `mizzen demo` is still up: taking it down first)")
         mesh.down()
-    say(f"      $ mizzen local up {folder.relative_to(folder.parent.parent)}/platform ...")
+    shown = folder.relative_to(folder.parent.parent)
+    say(f"      $ mizzen local up {shown}/platform {shown}/networking/bookinfo-gateway.yaml")
     demo = Demo(mesh, folder, requests, say)
     try:
         status = mesh.up(

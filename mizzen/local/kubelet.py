@@ -74,7 +74,8 @@ class Container:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
-    exit_code: int | None = None
+    exit_code: int | None = None  # of the current run, once it is over (None while it runs)
+    last_exit: int | None = None  # of the last run that ended, kept across restarts
     done: bool = False  # an init container that exited 0
     next_start: float = 0.0
     backoff: float = 0.0
@@ -230,7 +231,7 @@ class LocalPod:
                     "ready": c.ready,
                     "restarts": c.restarts,
                     "pid": c.proc.pid if c.running and c.proc is not None else None,
-                    "lastExitCode": c.exit_code,
+                    "lastExitCode": c.last_exit,
                     "probeError": next((p.last_error for p in c.probes.values() if p.last_error), ""),
                     "log": str(self.log_path(c.name)),
                 }
@@ -376,7 +377,7 @@ class LocalPod:
         code = c.proc.poll()
         if code is None:
             return
-        c.exit_code = code
+        c.exit_code = c.last_exit = code
         policy = self.spec.get("restartPolicy", "Always")
         if c.kind == "init" and code == 0:
             c.done = True

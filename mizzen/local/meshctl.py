@@ -446,8 +446,10 @@ class Mesh:
         for pod in status.get("pods") or ():
             for c in pod.get("containers") or ():
                 if c.get("restarts") or c.get("probeError"):
+                    exited = c.get("lastExitCode")
                     lines.append(
                         f"{pod['namespace']}/{pod['name']} {c['name']}: restarts {c['restarts']}"
+                        + (f", last exit status {exited}" if exited is not None else "")
                         + (f", {c['probeError']}" if c.get("probeError") else "")
                         + f" (log: {c['log']})"
                     )
