@@ -2,7 +2,7 @@
 
 cimport cython
 
-@cython.locals(out=bytearray, nxt=bytes, sym=bytes, flags=bytes, state=Py_ssize_t, flag=int, i=Py_ssize_t, byte=cython.uchar)
+@cython.locals(out=bytearray, nxt=bytes, sym=bytes, flags=bytes, state=Py_ssize_t, flag=int, i=Py_ssize_t, byte=cython.uchar, emit=int, fail=int, accept=int)
 cpdef bytes huffman_decode(bytes data)
 
 @cython.locals(limit=Py_ssize_t, out=bytearray)

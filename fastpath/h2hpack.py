@@ -179,24 +179,27 @@ def huffman_decode(data: bytes) -> bytes:
     nxt = _HUF_NEXT
     sym = _HUF_SYM
     flags = _HUF_FLAGS
+    emit = HUF_EMIT  # locals: C ints when compiled, not module lookups per byte
+    fail = HUF_FAIL
+    accept = HUF_ACCEPT
     state = 0
-    flag = HUF_ACCEPT
+    flag = accept
     for byte in data:
         i = state * 16 + (byte >> 4)
         flag = flags[i]
-        if flag & HUF_EMIT:
-            if flag & HUF_FAIL:
+        if flag & emit:
+            if flag & fail:
                 raise HPACKError("EOS in a Huffman-coded string")
             out.append(sym[i])
         state = nxt[i]
         i = state * 16 + (byte & 15)
         flag = flags[i]
-        if flag & HUF_EMIT:
-            if flag & HUF_FAIL:
+        if flag & emit:
+            if flag & fail:
                 raise HPACKError("EOS in a Huffman-coded string")
             out.append(sym[i])
         state = nxt[i]
-    if not flag & HUF_ACCEPT:
+    if not flag & accept:
         raise HPACKError("bad padding in a Huffman-coded string")
     return bytes(out)
 

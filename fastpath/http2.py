@@ -212,11 +212,12 @@ class H2Connection:
         return None  # the proxy's drain asks every connection; streams are not HTTP/1.1 exchanges
 
 
-def _h1_head(headers: list[tuple[bytes, bytes]], chunked: bool) -> tuple[bytes, bytes]:
-    """The request head as HTTP/1.1 bytes, and its method."""
+def _h1_head(headers: list[tuple[bytes, bytes]], body: bool) -> tuple[bytes, bytes, bool]:
+    """The request head as HTTP/1.1 bytes, its method, and whether the body (if any) goes chunked."""
     method = path = authority = b""
     lines: list[bytes] = []
     cookies: list[bytes] = []
+    chunked = body
     for name, value in headers:
         if name.startswith(b":"):
             if name == b":method":
@@ -231,14 +232,15 @@ def _h1_head(headers: list[tuple[bytes, bytes]], chunked: bool) -> tuple[bytes, 
         if name == b"cookie":
             cookies.append(value)  # HTTP/2 may split cookies; HTTP/1.1 wants one header
             continue
+        if name == b"content-length":
+            chunked = False
         lines += (name, b": ", value, b"\r\n")
     if cookies:
         lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
     if chunked:
         lines.append(b"transfer-encoding: chunked\r\n")
-    return b"".join(
-        [method, b" ", path or b"/", b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *lines, b"\r\n"]
-    ), method
+    head = b"".join([method, b" ", path or b"/", b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *lines, b"\r\n"])
+    return head, method, chunked
 
 
 class H2Stream(DownstreamConnection):
@@ -270,9 +272,7 @@ class H2Stream(DownstreamConnection):
     # -- request (client -> stream) -------------------------------------------------------------
 
     def start(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
-        has_length = any(n == b"content-length" for n, _ in headers)
-        self.chunked = not ended and not has_length
-        head, method = _h1_head(headers, self.chunked)
+        head, method, self.chunked = _h1_head(headers, not ended)
         self.response.expect(method)
         self.requests = 0
         self.ended = ended

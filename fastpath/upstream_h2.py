@@ -15,7 +15,7 @@ from typing import Any
 from fastpath import h2codec, http1
 from fastpath.clusters import Host
 from fastpath.filters import alpn
-from fastpath.http2 import CONNECTION_SPECIFIC
+from fastpath.http2 import CONNECTION_SPECIFIC, _Dechunker
 from fastpath.outbox import OUTBOX
 from fastpath.upstream import UpstreamConnection
 from mizzen import logs
@@ -265,8 +265,6 @@ class H2Upstream(UpstreamConnection):
         self.closed = False
         self.keep_alive = False  # streams are not pooled; their connection is
         self.discarding = False
-        from fastpath.outbox import OUTBOX
-
         self.outbox = OUTBOX
         self.out = []
         self.sid = 0
@@ -293,8 +291,6 @@ class H2Upstream(UpstreamConnection):
     def send(self, data: bytes) -> None:
         if self.closed:
             return
-        from fastpath.http2 import _Dechunker
-
         p = self.request
         try:
             p.set_data(data)
