@@ -306,6 +306,9 @@ class H2Stream(DownstreamConnection):
 
     def reset_by_client(self) -> None:
         self.resp_ended = True
+        if self.unacked:  # held back by our backpressure: the connection's window gets it back
+            self.h2conn.h2.acknowledge_received_data(self.unacked, self.sid)
+            self.unacked = 0
         ex = self.exchange
         if ex is not None and not ex.done:
             ex.abort("DC")

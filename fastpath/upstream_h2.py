@@ -424,6 +424,9 @@ class H2Upstream(UpstreamConnection):
         """The stream (or its connection) ended abnormally."""
         log.debug("upstream http2 stream reset", stream=self.sid, code=code)
         self.closed = True
+        if self.unacked:  # held back for a slow client: the connection's window gets it back
+            self.conn.h2.acknowledge_received_data(self.unacked, self.sid)
+            self.unacked = 0
         ex = self.exchange
         if ex is not None:
             self.exchange = None
