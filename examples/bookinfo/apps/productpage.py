@@ -86,7 +86,7 @@ def page_html(request: Request) -> Answer:
     who = esc(data["user"]) if data["user"] else "nobody (sign in with ?u=jason)"
     body = (
         "<!doctype html><html><head><title>Bookinfo</title></head><body>"
-        f"<h1>{esc(PRODUCT['title'])}</h1><p>{PRODUCT['descriptionHtml']}</p><p>Signed in: {who}</p>"
+        f"<h1>{esc(str(PRODUCT['title']))}</h1><p>{PRODUCT['descriptionHtml']}</p><p>Signed in: {who}</p>"
         f"<h2>Book details</h2><dl>{facts}</dl>"
         f"<h2>Book reviews <small>(reviews {esc(str(data['reviewsVersion'] or '-'))})</small></h2>"
         f"{''.join(rows)}"
