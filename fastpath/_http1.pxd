@@ -18,6 +18,7 @@ cdef class RequestHead(_Head):
     cdef public object host
     cdef public bint expect_continue
     cdef public object request_id
+    cdef public bint trace_context
     cpdef bytes for_upstream(self, bytes extra=*)
 
 cdef class ResponseHead(_Head):
@@ -58,6 +59,7 @@ cdef class _Parser:
     cdef object _expect
     cdef bint _upgrade_hdr
     cdef object _request_id
+    cdef bint _trace
     cdef unsigned long long _remaining
     cdef Py_ssize_t _chunk_line
     cdef Py_ssize_t _trailer_bytes

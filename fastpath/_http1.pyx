@@ -98,6 +98,7 @@ cdef enum:
     H_UPGRADE = 6
     H_REQUEST_ID = 7
     H_HOP = 8  # keep-alive, proxy-connection, te
+    H_TRACE = 9  # traceparent, b3, x-b3-*: a trace context the tracer reads (fastpath.tracing)
 
 cdef unsigned long long MAX_INT63_DIV16 = 0x07FFFFFFFFFFFFFF
 cdef Py_ssize_t C_MAX_CHUNK_LINE = MAX_CHUNK_LINE_BYTES
@@ -176,6 +177,10 @@ cdef int classify(const char* p, Py_ssize_t n) noexcept:
         return H_UPGRADE
     if n == 12 and c0 == b"x" and name_is(p, n, b"x-request-id", 12):
         return H_REQUEST_ID
+    if (n == 11 and c0 == b"t" and name_is(p, n, b"traceparent", 11)) or (
+        n == 2 and c0 == b"b" and name_is(p, n, b"b3", 2)) or (
+        n > 5 and c0 == b"x" and name_is(p, 5, b"x-b3-", 5)):
+        return H_TRACE
     if (n == 10 and c0 == b"k" and name_is(p, n, b"keep-alive", 10)) or (
         n == 16 and c0 == b"p" and name_is(p, n, b"proxy-connection", 16)) or (
         n == 2 and c0 == b"t" and name_is(p, n, b"te", 2)):
@@ -406,6 +411,7 @@ cdef class _Parser:
         self._expect = None
         self._upgrade_hdr = False
         self._request_id = None
+        self._trace = False
         self._rawparts = None
         self._raw_start = -1
 
@@ -607,6 +613,9 @@ cdef class _Parser:
             raise HttpParseError(431 if self._is_request else 502, "too_many_headers")
         kind = classify(p, colon)
         if kind == H_OTHER:
+            return 0
+        if kind == H_TRACE:
+            self._trace = True  # only whether there is one: the tracer reads the values from the raw head
             return 0
         value = PyBytes_FromStringAndSize(p + vs, ve - vs)
         if kind == H_HOST:
@@ -931,6 +940,7 @@ cdef class RequestParser(_Parser):
             raise HttpParseError(400, "missing_host")
         head.host = hosts[0] if hosts is not None else None
         head.request_id = self._request_id
+        head.trace_context = self._trace
         self._framing(head)
         upgrade = self._connection(head)
         expect = self._expect

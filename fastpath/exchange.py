@@ -13,7 +13,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastpath import filters, hashing, headers, mirror, tap
+from fastpath import filters, hashing, headers, mirror, tap, tracing
 from fastpath import upstream as pool
 from fastpath.clusters import Cluster, Host
 from fastpath.routing import Route, RouteAction
@@ -167,6 +167,9 @@ class Exchange:
             self._redirect(route)
             return
         self.filter_index = 0
+        tracer = conn.tracer
+        if tracer is not None:  # the span covers the filters and the upstream (fastpath.filters.tracing)
+            tracing.start(self, tracer.config)
         self.resume()
 
     def _upgrade_allowed(self) -> bool:
@@ -764,6 +767,9 @@ class Exchange:
         self._end_attempt()
         for f in self.chain:
             f.on_complete(self)
+        trace = self.trace
+        if trace is not None and trace.sampled:
+            tracing.finish(self, trace)
         if tap.SESSIONS:  # someone is tapping (mizzen tap): nothing is recorded otherwise
             tap.offer(self)
         self.conn.exchange_done(self)

@@ -229,13 +229,14 @@ class RequestHead(_Head):
     tunnel; ``keep_alive`` applies HTTP/1.0 and 1.1 defaults and ``Connection`` tokens.
     """
 
-    __slots__ = ("expect_continue", "host", "method", "request_id", "target")
+    __slots__ = ("expect_continue", "host", "method", "request_id", "target", "trace_context")
 
     method: bytes
     target: bytes
     host: bytes | None
     expect_continue: bool
     request_id: bytes | None  # x-request-id, read while parsing: the proxy adds one when absent
+    trace_context: bool  # a traceparent, b3 or x-b3-* header is present (fastpath.tracing reads it)
 
     def for_upstream(self, extra: bytes = b"") -> bytes:
         """The head to send upstream: HTTP/1.1, hop-by-hop headers removed, ``extra`` header lines
@@ -722,6 +723,9 @@ class RequestParser(_Parser):
             raise HttpParseError(400, "missing_host")  # RFC 9112 3.2
         head.host = hosts[0] if hosts else None
         head.request_id = head.get(b"x-request-id")
+        head.trace_context = any(
+            name == b"traceparent" or name == b"b3" or name.startswith(b"x-b3-") for name, _ in head.headers
+        )
         self._framing(head)
         upgrade = self._connection(head)
         expect = head.get(b"expect")

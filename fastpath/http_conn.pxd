@@ -42,6 +42,7 @@ cdef class DownstreamConnection:
     cdef public bint request_id_in_response
     cdef public bytes server_name
     cdef public tuple access_logs
+    cdef public object tracer
     cdef public Stats stats
     cdef public ClusterManager clusters
     cpdef flush(self)

@@ -71,6 +71,7 @@ class DownstreamConnection:
         "timer",
         "timer_at",
         "tls",
+        "tracer",
         "transport",
     )
 
@@ -112,6 +113,7 @@ class DownstreamConnection:
         self.request_id_in_response = hcm.always_set_request_id_in_response
         self.server_name = hcm.server_name
         self.access_logs = hcm.access_logs
+        self.tracer = hcm.tracer
         self.stats = proxy.stats
         self.clusters = proxy.clusters
 

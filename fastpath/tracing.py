@@ -247,17 +247,16 @@ class Span:
 class Unsampled:
     """A request not sampled at its first hop: only the context that carries the decision onwards."""
 
-    __slots__ = ("extra", "trace_hex")
+    __slots__ = ("extra",)
     replace = None
     sampled = False
 
-    def __init__(self, trace_hex: bytes, extra: bytes) -> None:
-        self.trace_hex = trace_hex
-        self.extra = extra
+    def __init__(self, extra: bytes) -> None:
+        self.extra = extra  # b"traceparent: 00-<trace id>-<parent id>-00\r\n"
 
     @property
     def trace_id_hex(self) -> str:
-        return self.trace_hex.decode()
+        return self.extra[16:48].decode()
 
 
 # Any trace header, case-insensitively, without IGNORECASE (which would make the search several times
@@ -283,6 +282,7 @@ def _not_sampled_traceparent(raw: bytes, at: int) -> bool:
 _ID_PREFIX = b"%016x" % (random.getrandbits(64) | 1)
 _ID_SALT = random.getrandbits(64) | 1
 _unsampled_ids = itertools.count(random.getrandbits(48))
+_UNSAMPLED = b"traceparent: 00-" + _ID_PREFIX + b"%016x-%016x-00\r\n"
 
 
 def start(ex: Any, config: TraceConfig, rand: Any = random.random) -> Span | Unsampled | None:
@@ -291,8 +291,10 @@ def start(ex: Any, config: TraceConfig, rand: Any = random.random) -> Span | Uns
     The common cases are kept short, since every request of a traced HCM comes here: no trace context
     (one search of the head) and not sampled by our roll, or a caller's "not sampled" ``traceparent``
     (the same search), which passes on untouched."""
-    raw = ex.head.raw
-    found = _ANY_CONTEXT.search(raw)
+    head = ex.head
+    # The parser noted whether any trace header came (one flag, no search of the head without one).
+    found = _ANY_CONTEXT.search(head.raw) if head.trace_context else None
+    raw = head.raw
     if found is None:
         ctx = None
     elif found.end() - found.start() == 12 and _not_sampled_traceparent(raw, found.end()):
@@ -304,10 +306,7 @@ def start(ex: Any, config: TraceConfig, rand: Any = random.random) -> Span | Uns
             if ctx is not None:
                 return None  # B3 ids without a decision, not sampled here: passed on as they came
             n = next(_unsampled_ids)
-            trace_hex = _ID_PREFIX + b"%016x" % n
-            state: Span | Unsampled = Unsampled(
-                trace_hex, b"traceparent: 00-" + trace_hex + b"-%016x-00\r\n" % (n ^ _ID_SALT)
-            )
+            state: Span | Unsampled = Unsampled(_UNSAMPLED % (n, n ^ _ID_SALT))
             ex.trace = state
             return state
     elif not ctx.sampled:

@@ -14,7 +14,7 @@ from fastpath import filters
 from fastpath.access_log import AccessLog, FormatError, open_log
 from fastpath.config.errors import Resource, join
 from fastpath.config.routes import compile_route_config, seconds
-from fastpath.filters import HttpFilter
+from fastpath.filters import HttpFilter, alpn
 from fastpath.routing import RouteTable
 
 _HCM_FIELDS = {
@@ -72,6 +72,10 @@ class HcmConfig:
     skip_xff_append: bool = False
     websocket: bool = False
     access_logs: tuple[AccessLog, ...] = ()
+    # The HCM's tracing (fastpath.filters.tracing): run by the exchange itself around the filters, as
+    # Envoy's connection manager traces, so an untraced HCM pays nothing and a traced one no filter calls.
+    tracer: Any = None
+    alpn: dict[str, tuple[str, ...]] | None = None  # istio.alpn's overrides (fastpath.filters.alpn)
     server_name: bytes = b""  # "" keeps the upstream's Server header (Istio's PASS_THROUGH)
     drain_timeout: float = 5.0
     # Per-route chains (the active filters plus the passive ones a route configures), made on first use.
@@ -163,11 +167,11 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
     if h.server_header_transformation == 0:
         server = (h.server_name or "envoy").encode()
     logs = tuple(compile_access_log(res, f"{path}.access_log[{i}]", a) for i, a in enumerate(h.access_log))
+    tracer = None
     if h.HasField("tracing"):
         from fastpath.filters.tracing import compile_tracing
 
-        # First in the chain: the span covers every other filter, and a local reply is traced too.
-        chain.insert(0, compile_tracing(res, join(path, "tracing"), h.tracing))
+        tracer = compile_tracing(res, join(path, "tracing"), h.tracing)
     max_kb = h.max_request_headers_kb.value if h.HasField("max_request_headers_kb") else 60
     if not 1 <= max_kb <= 8192:
         raise res.error(join(path, "max_request_headers_kb"), "must be 1-8192")
@@ -192,6 +196,8 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
         skip_xff_append=h.skip_xff_append,
         websocket=websocket,
         access_logs=logs,
+        tracer=tracer,
+        alpn=alpn.overrides_of(chain),
         server_name=server,
         drain_timeout=seconds(h.drain_timeout) if h.HasField("drain_timeout") else 5.0,
     )

@@ -2,10 +2,10 @@
 the client's sidecar speaks inside (``istio-http/1.1``, ``istio-h2``...), so that a server sidecar whose port
 declares no protocol can choose its HTTP filter chain by ALPN, before it has decrypted a byte.
 
-The config (Istio's ``FilterConfig``, in a TypedStruct) maps upstream protocols to ALPN lists. The filter
-records that map on the request; the HTTP pools read it when they open a TLS connection for the request, and
-only for clusters speaking the mesh's mutual TLS (whose ALPN names ``istio``): TLS to servers outside the mesh
-keeps the ALPN its DestinationRule gave it.
+The config (Istio's ``FilterConfig``, in a TypedStruct) maps upstream protocols to ALPN lists. Nothing
+happens per request (the filter is passive: no route runs it); the HTTP pools read the map of the request's
+connection manager when they open a TLS connection, and only for clusters speaking the mesh's mutual TLS
+(whose ALPN names ``istio``): TLS to servers outside the mesh keeps the ALPN its DestinationRule gave it.
 """
 
 from __future__ import annotations
@@ -16,22 +16,23 @@ from fastpath import filters
 from fastpath.config.errors import Resource, join
 
 ALPN_CONFIG = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
-STATE = "istio.alpn"
 PROTOCOLS = ("HTTP10", "HTTP11", "HTTP2")
 
 
 class AlpnOverride(filters.HttpFilter):
     name = "istio.alpn"
+    passive = True  # read by the pools from the connection manager's filters, never called per request
 
     def __init__(self, overrides: dict[str, tuple[str, ...]]) -> None:
         self.overrides = overrides
 
-    def on_request(self, exchange: Any) -> int:
-        state = exchange.filter_state
-        if state is None:
-            state = exchange.filter_state = {}
-        state[STATE] = self.overrides
-        return filters.CONTINUE
+
+def overrides_of(all_filters: Any) -> dict[str, tuple[str, ...]] | None:
+    """The ALPN overrides of a connection manager's filters (None without ``istio.alpn``)."""
+    for f in all_filters:
+        if isinstance(f, AlpnOverride):
+            return f.overrides
+    return None
 
 
 @filters.register_struct(ALPN_CONFIG)
@@ -60,10 +61,9 @@ def compile_alpn(res: Resource, path: str, value: dict[str, Any]) -> AlpnOverrid
 def upstream_tls(tls: Any, exchange: Any, protocol: str) -> Any:
     """The transport socket to open for ``exchange`` over a pool speaking ``protocol`` ("HTTP11", "HTTP2"):
     the cluster's, with the request's ALPN override when the cluster speaks the mesh's mutual TLS."""
-    state = exchange.filter_state if exchange is not None else None
-    if state is None or tls is None:
+    if exchange is None or tls is None:
         return tls
-    overrides = state.get(STATE)
+    overrides = exchange.conn.hcm.alpn
     if not overrides or "istio" not in tls.common.alpn:
         return tls
     alpn = overrides.get(protocol)

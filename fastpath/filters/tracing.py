@@ -1,10 +1,12 @@
-"""The tracing filter: the HttpConnectionManager's ``tracing`` (Envoy's OpenTelemetry tracer) as an HTTP
-filter that runs first on every request of its HCM.
+"""The HttpConnectionManager's ``tracing`` (Envoy's OpenTelemetry tracer), compiled.
 
 ``compile_tracing`` reads the HCM's Tracing message (refusing, with the field named, what the proxy cannot
-honour); the filter makes the tracing decision when a request arrives (``fastpath.tracing.start``) and
-finishes the span when the exchange completes. Without a provider the decision is still made and the
-context propagated, but no span is reported (Istio's ``disableSpanReporting``).
+honour) into a ``TracingFilter`` the HCM keeps as its tracer (``HcmConfig.tracer``). As in Envoy, tracing
+belongs to the connection manager rather than to its filter chain: the exchange makes the decision when a
+request has been routed (``fastpath.tracing.start``, compiled) and finishes a sampled span when it completes
+(``fastpath.tracing.finish``), with no filter calls in between. The filter methods do the same, for callers
+that drive a tracer as a filter. Without a provider the decision is still made and the context propagated,
+but no span is reported (Istio's ``disableSpanReporting``).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ HTTP_SERVICE = {
 }
 
 
-def test_tracing_compiles_into_the_first_filter() -> None:
+def test_tracing_compiles_into_the_hcms_tracer() -> None:
     cfg = hcm(
         tracing={
             "random_sampling": {"value": 2.5},
@@ -51,10 +51,10 @@ def test_tracing_compiles_into_the_first_filter() -> None:
             "provider": provider(**HTTP_SERVICE),
         }
     )
-    first = cfg.filters[0]
-    assert isinstance(first, TracingFilter)
-    assert first.config.percent == pytest.approx(1.25) and first.config.exporter is not None
-    assert hcm(tracing={}).filters[0].config.exporter is None  # no provider: propagate, do not report
+    tracer = cfg.tracer
+    assert isinstance(tracer, TracingFilter) and not cfg.filters  # the HCM's own hook, not a filter
+    assert tracer.config.percent == pytest.approx(1.25) and tracer.config.exporter is not None
+    assert hcm(tracing={}).tracer.config.exporter is None  # no provider: propagate, do not report
 
 
 @pytest.mark.parametrize(

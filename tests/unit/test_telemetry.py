@@ -322,8 +322,8 @@ def test_translation_reaches_hcms_and_our_sidecar_accepts_it() -> None:
     assert len(out.access_log) == 1 and out.access_log[0].HasField("filter")
     config = compile_listener(lst)  # the sidecar takes it as it is
     [chain] = list(config.chains())
-    assert isinstance(chain.http.filters[0], TracingFilter)
-    assert chain.http.filters[0].config.percent == 25.0
+    assert isinstance(chain.http.tracer, TracingFilter) and not chain.http.filters  # not a filter call
+    assert chain.http.tracer.config.percent == 25.0
     assert any(isinstance(f, IstioStatsFilter) for f in chain.http.all_filters)
     assert len(chain.http.access_logs) == 1
     inbound = translator.proxy_resources(node("cart-1", "10.244.0.10", "cart"))
