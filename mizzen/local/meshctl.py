@@ -28,7 +28,14 @@ from mizzen.local.meshstate import MeshPaths, agent_alive, spawn_agent
 from mizzen.local.node import LocalNode
 from mizzen.local.state import read_json, write_json
 from mizzen.local.system import CONTROLLER
-from mizzen.local.workloads import ManifestError, check_object, is_istio, object_key, object_label
+from mizzen.local.workloads import (
+    ManifestError,
+    check_object,
+    is_istio,
+    is_mesh_config,
+    object_key,
+    object_label,
+)
 
 Say = Callable[[str], None]
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -215,8 +222,7 @@ class Mesh:
         istio: set[str] = set()
         for obj in objects:
             key = object_key(obj)
-            directory = self.paths.istio if is_istio(obj) else self.paths.applied
-            path = directory / f"{key}.yaml"
+            path = self._path_of(obj)
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(yaml.safe_dump(_with_last_applied(obj) if is_istio(obj) else obj, sort_keys=False))
             os.replace(tmp, path)  # whole files only: no reader sees half of one
@@ -263,10 +269,12 @@ class Mesh:
             verb = "created" if old is None else ("unchanged" if old == obj else "configured")
             report.append(f"{object_label(obj)} {verb}")
         for obj in gone:
-            directory = self.paths.istio if is_istio(obj) else self.paths.applied
-            path = directory / f"{object_key(obj)}.yaml"
+            path = self._path_of(obj)
             report.append(f"{object_label(obj)} {'deleted' if path.exists() else 'not found'}")
-            path.unlink(missing_ok=True)
+            if is_mesh_config(obj):
+                path.write_text("{}\n")  # back to Istio's defaults
+            else:
+                path.unlink(missing_ok=True)
         self._store(present)
         self.paths.bump_generation()
         if wait:
@@ -281,10 +289,17 @@ class Mesh:
             self.wait_ready(timeout)
         return report
 
-    def _stored(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+    def _path_of(self, obj: dict[str, Any]) -> Path:
+        """Where an object is kept: Istio's kinds for the controller's files source, the mesh config for its
+        --mesh-config, the rest for the agent."""
+        if is_mesh_config(obj):
+            return self.paths.mesh_config
         directory = self.paths.istio if is_istio(obj) else self.paths.applied
-        path = directory / f"{object_key(obj)}.yaml"
-        if not path.exists():
+        return directory / f"{object_key(obj)}.yaml"
+
+    def _stored(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        path = self._path_of(obj)
+        if not path.exists() or (is_mesh_config(obj) and path.read_text().strip() == "{}"):
             return None
         loaded = yaml.safe_load(path.read_text())
         return _without_last_applied(loaded) if isinstance(loaded, dict) else None

@@ -50,10 +50,15 @@ class MeshPaths:
     mesh_file = property(lambda self: self.root / "mesh.json")
     agent_log = property(lambda self: self.root / "agent.log")
     ips_file = property(lambda self: self.root / "cluster-ips.json")
+    # The mesh config (ConfigMap mizzen-system/istio, as on Kubernetes), read by the controller's
+    # --mesh-config; Istio's defaults until one is applied.
+    mesh_config = property(lambda self: self.root / "mesh-config.yaml")
 
     def create(self) -> None:
         for directory in (self.applied, self.istio, self.ca, self.pods):
             directory.mkdir(parents=True, exist_ok=True)
+        if not self.mesh_config.exists():
+            self.mesh_config.write_text("{}\n")
         for directory in (self.root, self.pods):
             directory.chmod(0o755)  # sidecars (UID 1337) read their files under pods/
 

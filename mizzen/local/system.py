@@ -91,6 +91,8 @@ def controller_manifest(paths: MeshPaths) -> dict[str, Any]:
                         str(paths.source),
                         "--ca-dir",
                         str(paths.ca),
+                        "--mesh-config",
+                        str(paths.mesh_config),
                         "--poll-interval",
                         "0.2",
                     ],

@@ -190,6 +190,18 @@ def is_istio(obj: Mapping[str, Any]) -> bool:
     return group in ISTIO_GROUPS
 
 
+# Istio's mesh config, where the controller reads it on Kubernetes: ConfigMap ``istio`` in its namespace.
+MESH_CONFIG = ("mizzen-system", "istio")
+
+
+def is_mesh_config(obj: Mapping[str, Any]) -> bool:
+    meta = obj.get("metadata") or {}
+    return (
+        obj.get("kind") == "ConfigMap"
+        and (meta.get("namespace") or "default", meta.get("name")) == MESH_CONFIG
+    )
+
+
 def _require(cond: bool, where: str, message: str) -> None:
     if not cond:
         raise ManifestError(f"{where}: {message}")
@@ -511,6 +523,14 @@ def check_object(obj: Any, origin_dir: Path | None = None) -> Obj:
     if is_istio(obj):
         _metadata(obj, label)  # the controller validates the rest and names the field
         return dict(obj)
+    if (api_version, kind) == ("v1", "ConfigMap"):
+        _metadata(obj, label)
+        _require(
+            is_mesh_config(obj),
+            label,
+            f"the only ConfigMap read locally is the mesh config, {MESH_CONFIG[0]}/{MESH_CONFIG[1]}",
+        )
+        return dict(obj)  # the controller reads its data.mesh and names what it cannot use
     _require(
         (api_version, kind) in KINDS,
         label,

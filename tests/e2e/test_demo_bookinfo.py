@@ -314,3 +314,43 @@ def test_circuit_breaking_refuses_the_overflow(app: Bookinfo) -> None:
     time.sleep(0.5)
     app.rules("destination-rule-all.yaml")
     assert versions(app, 5)
+
+
+def test_the_mesh_config_reaches_the_sidecars(app: Bookinfo) -> None:
+    """ConfigMap mizzen-system/istio is the mesh config locally too: access logs turned on for the whole
+    mesh show up in a sidecar's log, and go quiet again when it is deleted."""
+    mesh_config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "mizzen-system"},
+        "data": {"mesh": "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n"},
+    }
+
+    def logged(marker: str) -> bool:
+        out = app.cli("local", "logs", "deploy/details-v1", "-c", "istio-proxy", "--tail", "200")
+        assert out.returncode == 0, out.stderr
+        return marker in out.stdout
+
+    app.mesh.apply_objects([mesh_config], timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        marker = ""
+        while time.monotonic() < deadline:
+            marker = request_id()
+            app.reader().get("/productpage", {"x-request-id": marker})
+            if logged(marker):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no access log line for the request in details' sidecar")
+    finally:
+        app.mesh.delete_objects([mesh_config])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        quiet = request_id()
+        app.reader().get("/productpage", {"x-request-id": quiet})
+        time.sleep(1.0)
+        if not logged(quiet):
+            break
+    else:
+        raise AssertionError("access logs stayed on after the mesh config was deleted")

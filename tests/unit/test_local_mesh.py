@@ -343,3 +343,27 @@ def test_the_install_gateway_runs_here_as_a_router(tmp_path: Path) -> None:
     assert args[args.index("--xds-address") + 1] == "10.0.0.2:15010"
     folder = tmp_path / "mesh" / "pods" / f"{gateway.namespace}_gw-1"
     assert args[args.index("--ca-root-cert") + 1] == str(folder / "ca" / "root-cert.pem")
+
+
+def test_the_mesh_config_is_the_one_configmap_read_locally(tmp_path: Path) -> None:
+    mesh = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "mizzen-system"},
+        "data": {"mesh": "accessLogFile: /dev/stdout\n"},
+    }
+    assert check_object(mesh) == mesh
+    other = {**mesh, "metadata": {"name": "app-settings", "namespace": "default"}}
+    with pytest.raises(ManifestError, match="the only ConfigMap read locally is the mesh config"):
+        check_object(other)
+    # The controller's --mesh-config points at the file the applied ConfigMap lands in, Istio's defaults
+    # until then.
+    paths = MeshPaths(tmp_path)
+    paths.create()
+    assert paths.mesh_config.read_text().strip() == "{}"
+    command = system.controller_manifest(paths)["spec"]["containers"][0]["command"]
+    assert command[command.index("--mesh-config") + 1] == str(paths.mesh_config)
+    from controller import meshconfig
+
+    paths.mesh_config.write_text(yaml.safe_dump(mesh))
+    assert meshconfig.parse(paths.mesh_config.read_text(), "x")["spec"]["accessLogFile"] == "/dev/stdout"
