@@ -35,12 +35,22 @@ if os.environ.get("MIZZEN_NO_EXTENSIONS") == "1":
 
 
 def compiled() -> dict[str, bool]:
-    """Which accelerated modules run compiled in this process (for the admin page and tests)."""
+    """Which accelerated modules run compiled in this process (for the admin page and tests).
+
+    Asked of the import system rather than of ``sys.modules``: some modules (the HTTP/2 codec) are only
+    imported when a connection needs them, and the answer is about what they would be when it does."""
     names = ["fastpath._http1"] + [
         f"fastpath.{p.stem}" for p in sorted(_HERE.glob("*.pxd")) if p.with_suffix(".py").exists()
     ]
     out = {}
     for name in names:
         mod = sys.modules.get(name)
-        out[name] = bool(mod is not None and str(getattr(mod, "__file__", "")).endswith(".so"))
+        if mod is not None:
+            origin = str(getattr(mod, "__file__", ""))
+        elif os.environ.get("MIZZEN_NO_EXTENSIONS") == "1":
+            origin = ""  # the twins run; _http1's twin has a name of its own
+        else:
+            spec = importlib.util.find_spec(name)
+            origin = str(spec.origin if spec is not None else "")
+        out[name] = origin.endswith(".so")
     return out
