@@ -11,15 +11,21 @@ applied only once it is whole (clusters, listeners, and the endpoints and routes
 ``initial_fetch_timeout`` passes; that is when the proxy becomes ready. After a lost stream it
 reconnects with jittered backoff and resumes: a Delta stream tells the server which versions it already
 holds, so nothing unchanged is sent again; meanwhile the proxy serves with what it has.
+
+Once live, a cluster that arrives before its endpoints warms: the responses that follow it (listeners,
+routes, further clusters) wait, in order, until its endpoints come, so no route is switched to a cluster
+that cannot take traffic yet; endpoint responses pass meanwhile. The wait is bounded by the same timeout
+(the bootstrap's ``cds_config.initial_fetch_timeout`` when positive, else 15 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +79,10 @@ class AdsClient:
         self.node = boot.proto.node.__class__()
         self.node.CopyFrom(boot.proto.node)
         self.node.user_agent_name = USER_AGENT
+        cds = boot.proto.dynamic_resources.cds_config
+        configured = cds.initial_fetch_timeout.ToTimedelta().total_seconds()
+        if cds.HasField("initial_fetch_timeout") and configured > 0:
+            initial_fetch_timeout = configured
         self.initial_fetch_timeout = initial_fetch_timeout
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -95,6 +105,16 @@ class AdsClient:
         self._stopping = False
         self._outbox: asyncio.Queue[Any] | None = None
         self._started = 0.0
+        # Cluster warming, once live: a cluster that arrives with its endpoints still to come is not
+        # routed to until they do. Responses after it (other than endpoints) wait in ``_held``, in order,
+        # so a route naming the new cluster is not applied before the cluster can take traffic (else
+        # requests meet an empty cluster and get 503s for a round trip). ``_gave_up``: clusters whose
+        # endpoints did not come within initial_fetch_timeout, no longer waited for.
+        self._held: collections.deque[Any] = collections.deque()
+        self._gave_up: set[str] = set()
+        self._handling = asyncio.Lock()
+        self._warming_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.Task[None] | None = None
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -189,11 +209,63 @@ class AdsClient:
                 call = stub.StreamAggregatedResources(requests())
                 self._sotw_request_all()
                 handler = self._on_sotw
-            async for response in call:
-                if not self.connected:
-                    self.connected = True
-                    log.info("xds connected", server=self.target, protocol="delta" if self.delta else "sotw")
-                await handler(response)
+            self._held.clear()
+            try:
+                async for response in call:
+                    if not self.connected:
+                        self.connected = True
+                        log.info(
+                            "xds connected", server=self.target, protocol="delta" if self.delta else "sotw"
+                        )
+                    async with self._handling:
+                        if response.type_url != ENDPOINT and (self._held or self._warming()):
+                            self._held.append(response)
+                            self._arm_warming_timer(handler)
+                            continue
+                        await handler(response)
+                        await self._release_held(handler)
+            finally:
+                if self._warming_timer is not None:
+                    self._warming_timer.cancel()
+                    self._warming_timer = None
+
+    def _warming(self) -> set[str]:
+        """Clusters accepted while live whose endpoints have not arrived yet."""
+        if not self.warm:
+            return set()  # before the first config is whole, _whole() is the gate
+        waiting = {n for n in self._wanted(ENDPOINT) if f"{ENDPOINT}:{n}" not in self.received}
+        return waiting - self._gave_up
+
+    async def _release_held(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Handle the held responses, in the order they came, for as long as no cluster is warming."""
+        while self._held and not self._warming():
+            await handler(self._held.popleft())
+        if not self._held and self._warming_timer is not None:
+            self._warming_timer.cancel()
+            self._warming_timer = None
+
+    def _arm_warming_timer(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+        if self._warming_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def expired() -> None:
+            self._warming_timer = None
+            self._expiry = loop.create_task(self._warming_expired(handler))
+
+        self._warming_timer = loop.call_later(self.initial_fetch_timeout, expired)
+
+    async def _warming_expired(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+        async with self._handling:
+            late = self._warming()
+            if late:
+                log.warning(
+                    "cluster endpoints did not arrive, going on without them",
+                    clusters=sorted(late),
+                    waited_s=self.initial_fetch_timeout,
+                )
+                self._gave_up |= late
+            await self._release_held(handler)
 
     def _send(self, request: Any) -> None:
         assert self._outbox is not None
@@ -375,6 +447,8 @@ class AdsClient:
         self.received.add(type_url)
         for name in getattr(new, cfgmod.SHORT[type_url]):
             self.received.add(f"{type_url}:{name}")
+            if type_url == ENDPOINT:
+                self._gave_up.discard(name)
         previous = self.config
         self.config = new
         if not self.warm:

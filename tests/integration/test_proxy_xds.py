@@ -272,3 +272,35 @@ def test_sotw_stream(tmp_path: Path, ads: AdsServer, upstreams: dict[str, Upstre
         assert not ads.nacks()
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+def test_a_route_to_a_new_cluster_waits_for_its_endpoints(
+    tmp_path: Path, ads: AdsServer, upstreams: dict[str, Upstream], delta: bool
+) -> None:
+    """A new cluster warms: the routes that follow it are applied once its endpoints have come, so the
+    switch never sends a request to a cluster that has none yet (no 503 window); endpoints that never
+    come stop holding the rest after cds_config.initial_fetch_timeout."""
+    port = free_port()
+    serve(ads, port, upstreams)
+    boot = xds_bootstrap(ads, delta=delta)
+    pass
+    proxy = ProxyProcess(tmp_path, boot)
+    try:
+        proxy.wait_ready()
+        ads.set(CLUSTER, eds_cluster("c"))  # endpoints held back by the server for now
+        ads.set(ROUTE, routes("c"))
+        time.sleep(1.0)
+        assert [served_by(port) for _ in range(5)] == ["a"] * 5  # the old route still serves
+        ads.set(ENDPOINT, assignment("c", upstreams["b"]))
+        ads.wait(lambda: served_by(port) == "b", what="the route to c once c has endpoints")
+        assert not ads.nacks()
+
+        ads.set(CLUSTER, eds_cluster("d"))  # whose endpoints never come
+        ads.set(ROUTE, routes("d"))
+        time.sleep(1.0)
+        assert served_by(port) == "b"
+        # After the timeout the route is applied anyway, as Envoy would: d has no endpoints, so 503.
+        ads.wait(lambda: rawhttp.get(port, "/").status == 503, what="the held route after the timeout")
+    finally:
+        proxy.stop()
