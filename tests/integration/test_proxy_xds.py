@@ -284,7 +284,7 @@ def test_a_route_to_a_new_cluster_waits_for_its_endpoints(
     port = free_port()
     serve(ads, port, upstreams)
     boot = xds_bootstrap(ads, delta=delta)
-    pass
+    boot["dynamic_resources"]["cds_config"]["initial_fetch_timeout"] = "3s"
     proxy = ProxyProcess(tmp_path, boot)
     try:
         proxy.wait_ready()
