@@ -331,18 +331,34 @@ def test_the_mesh_config_reaches_the_sidecars(app: Bookinfo) -> None:
         assert out.returncode == 0, out.stderr
         return marker in out.stdout
 
+    def diagnosis(statuses: list[int]) -> str:
+        """What to look at when the line does not come: the answers, the log's end, and whether details'
+        sidecar holds any access log config at all (its admin config_dump)."""
+        dump = (
+            "import urllib.request; "
+            "print(urllib.request.urlopen('http://127.0.0.1:15000/config_dump', timeout=5).read().decode())"
+        )
+        out = app.cli("local", "exec", "deploy/details-v1", "--", "python3", "-c", dump)
+        tail = app.cli("local", "logs", "deploy/details-v1", "-c", "istio-proxy", "--tail", "15").stdout
+        return (
+            f"statuses {statuses}; access_log in details' config_dump: {out.stdout.count('access_log')} "
+            f"({out.returncode} {out.stderr[-300:]}); the log's end:\n{tail}"
+        )
+
     app.mesh.apply_objects([mesh_config], timeout=30)
     try:
         deadline = time.monotonic() + 30
         marker = ""
+        statuses: list[int] = []
         while time.monotonic() < deadline:
             marker = request_id()
-            app.reader().get("/productpage", {"x-request-id": marker})
+            statuses.append(app.reader().get("/productpage", {"x-request-id": marker})[0])
             if logged(marker):
                 break
             time.sleep(0.5)
         else:
-            raise AssertionError("no access log line for the request in details' sidecar")
+            why = diagnosis(statuses)
+            raise AssertionError(f"no access log line for the request in details' sidecar: {why}")
     finally:
         app.mesh.delete_objects([mesh_config])
     deadline = time.monotonic() + 30
