@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from fastpath import admin, app_health, bootstrap, bootstrap_gen, localhttp, tap, tracing
-from fastpath.certs import CertConfig, CertificateClient, ReadyGate
 from fastpath import workers as workers_mod
+from fastpath.certs import CertConfig, CertificateClient, ReadyGate
 from fastpath.config import ConfigError
 from fastpath.proxy import DEFAULT_MAX_CONNECTIONS, Proxy
 from fastpath.stats import Identity, Stats
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-port", type=int, default=15021, help="readiness: /healthz/ready")
     p.add_argument("--metrics-port", type=int, default=15020, help="Prometheus: /stats/prometheus")
     p.add_argument(
-        "--drain-time-s", type=float, default=5.0, help="how long connections may finish after SIGTERM"
+        "--drain-time-s",
+        type=float,
+        default=5.0,
+        help="how long connections may finish after SIGTERM, or TCP ones after their listener changed",
     )
     p.add_argument(
         "--max-connections",
@@ -141,13 +144,20 @@ async def run(args: argparse.Namespace, worker: int = 0, workers: int = 1, super
     overrides = {k: v for k, v in (("workload", args.workload), ("namespace", args.namespace)) if v}
     identity = dataclasses.replace(identity, **overrides)
     tracing.set_local_node(boot.proto.node.id, identity)
-    proxy = Proxy(Stats(identity), max_connections=args.max_connections, reuse_port=workers > 1)
+    proxy = Proxy(
+        Stats(identity),
+        max_connections=args.max_connections,
+        reuse_port=workers > 1,
+        drain_time_s=args.drain_time_s,
+    )
     certs = certificate_client(args, boot)
     if certs is not None:
         gate = ReadyGate()
         proxy.ready = gate  # ready once both the config and the first certificate are in
         certs.start(gate)
-        log.info("requesting a workload certificate", identity=certs.config.identity, ca=certs.config.ca_address)
+        log.info(
+            "requesting a workload certificate", identity=certs.config.identity, ca=certs.config.ca_address
+        )
     quit_event = asyncio.Event()
     loop = asyncio.get_running_loop()
 

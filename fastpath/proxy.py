@@ -62,8 +62,13 @@ class Proxy:
         rand: Callable[[], float] = random.random,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         reuse_port: bool = False,
+        drain_time_s: float = 5.0,
     ) -> None:
         self.config = cfgmod.ProxyConfig()
+        # How long a TCP connection whose listener changed may go on before it is closed (Envoy closes
+        # an updated listener's connections at the end of its drain time; --drain-time-s).
+        self.drain_time_s = drain_time_s
+        self._chain_owner: dict[int, bytes] = {}  # see _drain_replaced_chains
         self.stats = stats or Stats()
         self.clusters = ClusterManager()
         self.rand = rand
@@ -129,27 +134,46 @@ class Proxy:
         old = self.config
         self.config = new
         if new.listeners is not old.listeners:
-            self._drain_replaced_chains(old)
+            self._drain_replaced_chains()
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
         if ready:
             self.ready.set()
 
-    def _drain_replaced_chains(self, old: cfgmod.ProxyConfig) -> None:
-        """HTTP connections whose listener changed finish their request and close, as Envoy drains them on
-        a listener update: a changed policy (an AuthorizationPolicy's RBAC filter) must not live on in
-        keep-alive connections. Listeners compare by content, so a SotW resend drains nothing."""
-        kept = {lst.fingerprint for lst in self.config.listeners.values()}
-        owner = {
-            id(chain.http): lst.fingerprint
-            for lst in old.listeners.values()
-            for chain in lst.chains()
-            if chain.http is not None
-        }
+    def _drain_replaced_chains(self) -> None:
+        """Connections whose listener changed end, as Envoy drains them on a listener update: a changed
+        policy (an AuthorizationPolicy's RBAC filter) must not live on in connections opened under the
+        old one. HTTP connections finish their request and close; TCP connections, which have no request
+        to wait for, are closed after the drain time. Listeners compare by content, so a resend of the
+        same listener drains nothing.
+
+        A connection is known by the compiled chain it was accepted on (its HCM, or its TCP chain);
+        ``_chain_owner`` maps those to their listener's content for the chains of the current config
+        and for the older ones connections still use."""
+        owner: dict[int, bytes] = {}
+        for lst in self.config.listeners.values():
+            for chain in lst.chains():
+                owner[id(chain.http if chain.http is not None else chain)] = lst.fingerprint
+        kept = set(owner.values())
+        previous = self._chain_owner
         for conn in list(self.http_connections):
-            fingerprint = owner.get(id(conn.hcm))
-            if fingerprint is not None and fingerprint not in kept:
+            key = id(conn.hcm)
+            fingerprint = owner.get(key) or previous.get(key)
+            if fingerprint is None:
+                continue
+            owner[key] = fingerprint
+            if fingerprint not in kept:
                 conn.drain()
+        for session in list(self.sessions):
+            key = id(session.chain)
+            fingerprint = owner.get(key) or previous.get(key)
+            if fingerprint is None:
+                continue
+            owner[key] = fingerprint
+            if fingerprint not in kept and not session.draining:
+                session.draining = True
+                self.loop.call_later(self.drain_time_s, session.close)
+        self._chain_owner = owner
 
     async def _sweep(self) -> None:
         while True:
@@ -285,6 +309,7 @@ class Proxy:
         cluster_name = tcp.pick(self.rand())
         cluster = self.clusters.get(cluster_name)
         session = TcpSession({"cluster": cluster_name, "reporter": reporter}, self._done)
+        session.chain = chain
         self.sessions.add(session)
         if cluster is None:
             session.response_flags = "NC"

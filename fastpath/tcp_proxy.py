@@ -102,6 +102,8 @@ class TcpSession:
         self.response_flags = "-"
         self.closed = False
         self.idle_watch: asyncio.Task[None] | None = None
+        self.chain: Any = None  # the filter chain it was accepted on (a listener update drains it)
+        self.draining = False
 
     def close(self, *, error: bool = False) -> None:
         if self.closed:

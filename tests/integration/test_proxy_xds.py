@@ -4,6 +4,7 @@ NACKs that keep the last good config, reconnection with resume, and SotW."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from support import rawhttp
 from support.ads import AdsServer
-from support.envoy import HCM, ROUTER, addr, static_cluster
+from support.envoy import HCM, ROUTER, addr, static_cluster, tcp_chain
 from support.proxyproc import ProxyProcess, free_port, http_get
 from support.upstream import Upstream
 
@@ -302,5 +303,56 @@ def test_a_route_to_a_new_cluster_waits_for_its_endpoints(
         assert served_by(port) == "b"
         # After the timeout the route is applied anyway, as Envoy would: d has no endpoints, so 503.
         ads.wait(lambda: rawhttp.get(port, "/").status == 503, what="the held route after the timeout")
+    finally:
+        proxy.stop()
+
+
+def test_tcp_connections_of_a_changed_listener_close_after_the_drain_time(
+    tmp_path: Path, ads: AdsServer, upstreams: dict[str, Upstream]
+) -> None:
+    """A listener update ends the TCP connections opened under the old one after --drain-time-s (as
+    Envoy's drain), so a policy change does not live on in long connections; a resend of the same
+    listener, or a change to another listener, leaves them alone."""
+    port, other = free_port(), free_port()
+
+    def tcp_listener(name: str, at: int, prefix: str) -> dict[str, Any]:
+        chain = tcp_chain("a")
+        chain["filters"][0]["typed_config"]["stat_prefix"] = prefix
+        return {"name": name, "address": addr("127.0.0.1", at), "filter_chains": [chain]}
+
+    ads.set(CLUSTER, eds_cluster("a"))
+    ads.set(ENDPOINT, assignment("a", upstreams["a"]))
+    ads.set(LISTENER, tcp_listener("tcp", port, "v1"))
+    ads.set(LISTENER, tcp_listener("other", other, "v1"))
+    proxy = ProxyProcess(tmp_path, xds_bootstrap(ads), args=["--drain-time-s", "1"])
+
+    def exchange(sock: socket.socket) -> bytes:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        return sock.recv(65536)
+
+    def open_conn() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert exchange(sock).startswith(b"HTTP/1.1 200")
+        return sock
+
+    try:
+        proxy.wait_ready()
+        sock = open_conn()
+        ads.set(LISTENER, tcp_listener("other", other, "v2"))  # another listener changes
+        ads.set(LISTENER, tcp_listener("tcp", port, "v1"))  # the same content again
+        time.sleep(2.0)
+        assert exchange(sock).startswith(b"HTTP/1.1 200")  # still open
+
+        ads.set(LISTENER, tcp_listener("tcp", port, "v2"))  # this one changes
+        ads.wait(lambda: len(ads.replies) > 0 and not ads.nacks(), what="the ACK")
+        assert exchange(sock).startswith(b"HTTP/1.1 200")  # within the drain time it still works
+        started = time.monotonic()
+        sock.settimeout(10)
+        rest = b""
+        while chunk := sock.recv(65536):  # ... then the proxy closes it
+            rest += chunk
+        assert rest == b"" and time.monotonic() - started < 5
+        sock.close()
+        assert exchange(open_conn()).startswith(b"HTTP/1.1 200")  # new connections are served
     finally:
         proxy.stop()
