@@ -158,7 +158,7 @@ class Proxy:
         previous = self._chain_owner
         for conn in list(self.http_connections):
             key = id(conn.hcm)
-            fingerprint = owner.get(key) or previous.get(key)
+            fingerprint = owner.get(key, previous.get(key))
             if fingerprint is None:
                 continue
             owner[key] = fingerprint
@@ -166,7 +166,7 @@ class Proxy:
                 conn.drain()
         for session in list(self.sessions):
             key = id(session.chain)
-            fingerprint = owner.get(key) or previous.get(key)
+            fingerprint = owner.get(key, previous.get(key))
             if fingerprint is None:
                 continue
             owner[key] = fingerprint

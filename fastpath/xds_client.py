@@ -225,9 +225,12 @@ class AdsClient:
                         await handler(response)
                         await self._release_held(handler)
             finally:
+                # What this stream held is dropped unacknowledged: the next stream gets it again.
                 if self._warming_timer is not None:
                     self._warming_timer.cancel()
                     self._warming_timer = None
+                if self._expiry is not None and not self._expiry.done():
+                    self._expiry.cancel()
 
     def _warming(self) -> set[str]:
         """Clusters accepted while live whose endpoints have not arrived yet."""
