@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.sidecarboot import injected_bootstrap
 
 from mizzen.local import LocalNode, NodeConfig, PodSpec
 
@@ -144,58 +145,15 @@ class Mesh:
 
     def sidecar(self, pod: str) -> None:
         ip = self.ip[pod]
-        boot = {
-            "node": {
-                "id": f"sidecar~{ip}~{pod}.default~default.svc.cluster.local",
-                "cluster": pod,
-                "metadata": {
-                    "NAMESPACE": "default",
-                    "NAME": pod,
-                    "LABELS": self.labels[pod],
-                    "INSTANCE_IPS": ip,
-                    "WORKLOAD_NAME": pod.rsplit("-", 1)[0],
-                    "SERVICE_ACCOUNT": pod.split("-")[0],
-                    "CLUSTER_ID": "Kubernetes",
-                },
-            },
-            "dynamic_resources": {
-                "ads_config": {
-                    "api_type": "DELTA_GRPC",
-                    "transport_api_version": "V3",
-                    "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
-                },
-                "cds_config": {"ads": {}},
-                "lds_config": {"ads": {}},
-            },
-            "static_resources": {
-                "clusters": [
-                    {
-                        "name": "xds-grpc",
-                        "type": "STATIC",
-                        "connect_timeout": "1s",
-                        "load_assignment": {
-                            "cluster_name": "xds-grpc",
-                            "endpoints": [
-                                {
-                                    "lb_endpoints": [
-                                        {
-                                            "endpoint": {
-                                                "address": {
-                                                    "socket_address": {
-                                                        "address": self.gateway,
-                                                        "port_value": self.xds_port,
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    ]
-                                }
-                            ],
-                        },
-                    }
-                ]
-            },
-        }
+        boot = injected_bootstrap(
+            self.work,
+            pod,
+            ip,
+            self.labels[pod],
+            f"{self.gateway}:{self.xds_port}",
+            account=pod.split("-")[0],
+            workload=pod.rsplit("-", 1)[0],
+        )
         path = self.work / f"{pod}.json"
         path.write_text(json.dumps(boot))
         path.chmod(0o644)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,12 @@ from typing import Any
 
 import pytest
 import yaml
+from support.sidecarboot import injected_bootstrap
+from support.wire import Capture, streams, tls_records
 
 from controller.ca.authority import CaMaterial, CertificateAuthority, cert_pem, key_pem, make_csr, new_key
 from controller.ca.tokens import LocalTokens, write_token
 from mizzen.local import LocalNode, NodeConfig, PodSpec
-from support.wire import Capture, streams, tls_records
 
 pytestmark = pytest.mark.root
 
@@ -195,58 +195,9 @@ class Mesh:
         token.parent.mkdir(exist_ok=True)
         token.parent.chmod(0o755)
         write_token(token, self.tokens.issue("default", meta["account"], pod=pod), uid=1337)
-        boot = {
-            "node": {
-                "id": f"sidecar~{ip}~{pod}.default~default.svc.cluster.local",
-                "cluster": pod,
-                "metadata": {
-                    "NAMESPACE": "default",
-                    "NAME": pod,
-                    "LABELS": meta["labels"],
-                    "INSTANCE_IPS": ip,
-                    "WORKLOAD_NAME": pod,
-                    "SERVICE_ACCOUNT": meta["account"],
-                    "CLUSTER_ID": "Kubernetes",
-                },
-            },
-            "dynamic_resources": {
-                "ads_config": {
-                    "api_type": "DELTA_GRPC",
-                    "transport_api_version": "V3",
-                    "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
-                },
-                "cds_config": {"ads": {}},
-                "lds_config": {"ads": {}},
-            },
-            "static_resources": {
-                "clusters": [
-                    {
-                        "name": "xds-grpc",
-                        "type": "STATIC",
-                        "connect_timeout": "1s",
-                        "load_assignment": {
-                            "cluster_name": "xds-grpc",
-                            "endpoints": [
-                                {
-                                    "lb_endpoints": [
-                                        {
-                                            "endpoint": {
-                                                "address": {
-                                                    "socket_address": {
-                                                        "address": self.gateway,
-                                                        "port_value": self.xds_port,
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    ]
-                                }
-                            ],
-                        },
-                    }
-                ]
-            },
-        }
+        boot = injected_bootstrap(
+            self.work, pod, ip, meta["labels"], f"{self.gateway}:{self.xds_port}", account=meta["account"]
+        )
         path = self.work / f"{pod}.json"
         path.write_text(json.dumps(boot))
         path.chmod(0o644)
@@ -430,14 +381,16 @@ def test_plain_text_client_permissive_then_refused_by_strict(mesh: Mesh) -> None
 
 
 def _tls_hello(mesh: Mesh, cert: bytes, key: bytes) -> str:
-    """From the outsider pod: a TLS handshake with the server's sidecar presenting ``cert``; 'ok' or why not."""
+    """From the outsider pod: a TLS handshake with the server's sidecar presenting ``cert``; 'ok' or why
+    not."""
     files = mesh.work / "client-cert"
     files.mkdir(exist_ok=True)
     (files / "c.pem").write_bytes(cert + key)
     code = (
         "import socket, ssl, sys\n"
         "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False\n"
-        "ctx.verify_mode = ssl.CERT_NONE; ctx.load_cert_chain(sys.argv[3]); ctx.set_alpn_protocols(['istio'])\n"
+        "ctx.verify_mode = ssl.CERT_NONE; ctx.load_cert_chain(sys.argv[3])\n"
+        "ctx.set_alpn_protocols(['istio'])\n"
         "try:\n"
         "    s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5))\n"
         "    s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"

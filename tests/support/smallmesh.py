@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support.sidecarboot import injected_bootstrap
 
 from mizzen.local import LocalNode, NodeConfig, PodSpec, netns
 
@@ -405,51 +406,24 @@ class SmallMesh:
         self.wait(lambda: get(f"http://127.0.0.1:{self.debug_port}/ready")[0] == 200, "the controller")
 
     def bootstrap(self, pod: Pod, node_type: str = "sidecar") -> dict[str, Any]:
-        """Istio's agent's bootstrap, as the injected sidecar would get it: who the proxy is, where xDS is."""
-        node: dict[str, Any] = {
-            "id": f"{node_type}~{pod.ip}~{pod.name}.{pod.namespace}~{pod.namespace}.svc.cluster.local",
-            "cluster": pod.name,
-            "metadata": {
-                "NAMESPACE": pod.namespace,
-                "NAME": pod.name,
-                "LABELS": pod.labels,
-                "INSTANCE_IPS": pod.ip,
-                "WORKLOAD_NAME": pod.name,
-                "SERVICE_ACCOUNT": pod.name,
-                "CLUSTER_ID": "Kubernetes",
-            },
-        }
+        """The bootstrap the injected sidecar builds for itself: who the proxy is, where xDS is; and the
+        pod's locality, which the controller would otherwise take from its node."""
+        boot = injected_bootstrap(
+            self.work,
+            pod.name,
+            pod.ip,
+            pod.labels,
+            f"{self.bridge_ip}:{self.xds_port}",
+            namespace=pod.namespace,
+            account=pod.name,
+            proxy_type=node_type,
+        )
         if pod.locality:
             region, zone, sub_zone = ([*pod.locality.split("/", 2), "", ""])[:3]
-            node["locality"] = {
+            boot["node"]["locality"] = {
                 k: v for k, v in (("region", region), ("zone", zone), ("sub_zone", sub_zone)) if v
             }
-        address = {"socket_address": {"address": self.bridge_ip, "port_value": self.xds_port}}
-        return {
-            "node": node,
-            "dynamic_resources": {
-                "ads_config": {
-                    "api_type": "DELTA_GRPC",
-                    "transport_api_version": "V3",
-                    "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
-                },
-                "cds_config": {"ads": {}},
-                "lds_config": {"ads": {}},
-            },
-            "static_resources": {
-                "clusters": [
-                    {
-                        "name": "xds-grpc",
-                        "type": "STATIC",
-                        "connect_timeout": "1s",
-                        "load_assignment": {
-                            "cluster_name": "xds-grpc",
-                            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
-                        },
-                    }
-                ]
-            },
-        }
+        return boot
 
     def _sidecar(self, pod: Pod) -> None:
         self.sidecars[pod.name] = self._proxy(pod, "sidecar")
