@@ -12,28 +12,30 @@ Run: ``pytest bench/test_tracing.py --benchmark-columns=median,min,max,rounds``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+_spec = importlib.util.spec_from_file_location(
+    "bench_dataplane", Path(__file__).with_name("test_dataplane.py")
+)
+assert _spec is not None and _spec.loader is not None
+dp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dp)  # the data-path rig's helpers: ports, CPU time
+
 REQUESTS = int(os.environ.get("MIZZEN_BENCH_REQUESTS", "60000"))
 ROUNDS = int(os.environ.get("MIZZEN_BENCH_ROUNDS", "5"))
-LOAD_CORE, PROXY_CORE = "0", "1"
-PROXY = str(Path(sys.executable).parent / "mizzen-proxy")
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+LOAD_CORE, PROXY_CORE, PROXY, HCM, ROUTER = dp.LOAD_CORE, dp.PROXY_CORE, dp.PROXY, dp.HCM, dp.ROUTER
 OTEL = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
 RESULTS: dict[str, dict[str, Any]] = {}
 INTERLEAVED: dict[str, dict[str, Any]] = {}
@@ -41,27 +43,6 @@ INTERLEAVED: dict[str, dict[str, Any]] = {}
 for tool in ("nginx", "h2load", "taskset"):
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is needed (apt install nginx-light nghttp2-client)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
-
-
-def cpu_ns(pid: int) -> int:
-    return sum(int((t / "schedstat").read_text().split()[0]) for t in Path(f"/proc/{pid}/task").iterdir())
 
 
 def bootstrap(port: int, app: int, collector: int, percent: float | None) -> dict[str, Any]:
@@ -170,7 +151,7 @@ class Rig:
         return proc
 
     def nginx(self, name: str, body: str) -> int:
-        port = free_port()
+        port = dp.free_port()
         conf = self.tmp / f"{name}.conf"
         conf.write_text(
             f"worker_processes 1; daemon off; pid {self.tmp}/{name}.pid; error_log {self.tmp}/{name}.err;\n"
@@ -179,18 +160,18 @@ class Rig:
             f'  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "{body}"; }} }} }}\n'
         )
         self.spawn(["nginx", "-c", str(conf)], name)
-        wait_port(port)
+        dp.wait_port(port)
         return port
 
     def proxy(self, name: str, app: int, collector: int, percent: float | None) -> None:
-        port = free_port()
+        port = dp.free_port()
         boot = self.tmp / f"{name}.json"
         boot.write_text(json.dumps(bootstrap(port, app, collector, percent)))
         argv = [PROXY, "-c", str(boot), "-l", "warning"]
-        argv += ["--admin-port", str(free_port()), "--health-port", str(free_port())]
-        argv += ["--metrics-port", str(free_port())]
+        argv += ["--admin-port", str(dp.free_port()), "--health-port", str(dp.free_port())]
+        argv += ["--metrics-port", str(dp.free_port())]
         proc = self.spawn(argv, name)
-        wait_port(port)
+        dp.wait_port(port)
         self.ports[name], self.pids[name] = port, proc.pid
 
     def stop(self) -> None:
@@ -243,9 +224,9 @@ def test_tracing_cost(benchmark: Any, rig: Rig, variant: str) -> None:
     cpu: list[int] = []
 
     def run() -> None:
-        before = cpu_ns(pid)
+        before = dp.cpu_ns(pid)
         h2load(port, "-n", str(REQUESTS), "-c", "16", "-t", "1")
-        cpu.append(cpu_ns(pid) - before)
+        cpu.append(dp.cpu_ns(pid) - before)
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     data = sorted(benchmark.stats.stats.data)
@@ -268,9 +249,9 @@ def test_tracing_cost_interleaved(benchmark: Any, rig: Rig) -> None:
         random.shuffle(order)
         for variant in order:
             pid = rig.pids[variant]
-            before = cpu_ns(pid)
+            before = dp.cpu_ns(pid)
             h2load(rig.ports[variant], "-n", str(REQUESTS), "-c", "16", "-t", "1")
-            cpu[variant].append((cpu_ns(pid) - before) / REQUESTS / 1000)
+            cpu[variant].append((dp.cpu_ns(pid) - before) / REQUESTS / 1000)
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     medians = {v: sorted(xs)[len(xs) // 2] for v, xs in cpu.items()}
