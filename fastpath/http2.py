@@ -35,6 +35,28 @@ MAX_CONCURRENT_STREAMS = 1000
 INITIAL_WINDOW = 1 << 20
 
 
+def send_windowed(h2: Any, sid: int, pending: list[tuple[bytes, bool]]) -> bool:
+    """Send a stream's queued DATA (``(bytes, end)`` entries, the end as its own ``(b"", True)``) as far
+    as the stream's and the connection's windows allow, in frames the peer accepts. True when the end
+    came up (it is taken off the queue; the caller ends the stream, with trailers or without)."""
+    while pending:
+        data, end = pending[0]
+        if not data:
+            pending.pop(0)
+            if end:
+                return True
+            continue
+        window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
+        if window <= 0:
+            return False
+        h2.send_data(sid, data[:window])
+        if len(data) > window:
+            pending[0] = (data[window:], end)
+        else:
+            pending.pop(0)
+    return False
+
+
 def take_over(conn: DownstreamConnection, data: bytes) -> None:
     """Replace an HTTP/1.1 connection manager that received the HTTP/2 preface."""
     h2conn = H2Connection(conn.proxy, conn.hcm, conn.reporter, conn.original_dst)
@@ -373,27 +395,13 @@ class H2Stream(DownstreamConnection):
     def send_pending(self) -> None:
         """Send queued response data as the client's window allows."""
         conn = self.h2conn.h2
-        while self.pending and not self.resp_ended:
-            data, end = self.pending[0]
-            if data:
-                window = min(conn.local_flow_control_window(self.sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                piece, rest = data[:window], data[window:]
-                conn.send_data(self.sid, piece)
-                if rest:
-                    self.pending[0] = (rest, end)
-                    continue
-                self.pending.pop(0)
-                continue
-            self.pending.pop(0)
-            if end:
-                if self.pending_trailers is not None:
-                    self._note_grpc(self.pending_trailers)
-                    conn.send_headers(self.sid, self.pending_trailers, end_stream=True)
-                else:
-                    conn.end_stream(self.sid)
-                self._close_stream()
+        if not self.resp_ended and send_windowed(conn, self.sid, self.pending):
+            if self.pending_trailers is not None:
+                self._note_grpc(self.pending_trailers)
+                conn.send_headers(self.sid, self.pending_trailers, end_stream=True)
+            else:
+                conn.end_stream(self.sid)
+            self._close_stream()
         self.h2conn.flush()
         # Backpressure: while the client's window holds data back, the upstream waits too.
         if self.pending and self.held is None:

@@ -15,7 +15,7 @@ from typing import Any
 from fastpath import h2codec, http1
 from fastpath.clusters import Host
 from fastpath.filters import alpn
-from fastpath.http2 import CONNECTION_SPECIFIC, _Dechunker
+from fastpath.http2 import CONNECTION_SPECIFIC, _Dechunker, send_windowed
 from fastpath.outbox import OUTBOX
 from fastpath.upstream import UpstreamConnection
 from mizzen import logs
@@ -347,26 +347,12 @@ class H2Upstream(UpstreamConnection):
 
     def send_pending(self) -> None:
         h = self.conn.h2
-        while self.pending and not self.closed:
-            data, end = self.pending[0]
-            if data:
-                window = min(h.local_flow_control_window(self.sid), h.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                piece, rest = data[:window], data[window:]
-                h.send_data(self.sid, piece)
-                if rest:
-                    self.pending[0] = (rest, end)
-                    continue
-                self.pending.pop(0)
-                continue
-            self.pending.pop(0)
-            if end and not self.ended:
-                self.ended = True
-                if self.req_trailers:
-                    h.send_headers(self.sid, self.req_trailers, end_stream=True)
-                else:
-                    h.end_stream(self.sid)
+        if not self.closed and send_windowed(h, self.sid, self.pending) and not self.ended:
+            self.ended = True
+            if self.req_trailers:
+                h.send_headers(self.sid, self.req_trailers, end_stream=True)
+            else:
+                h.end_stream(self.sid)
         self.conn.flush()
 
     # -- the stream's response, as HTTP/1.1 to the exchange ------------------------------------
