@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import importlib
 import logging
 import os
-import pkgutil
 import signal
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from google.protobuf import json_format, struct_pb2, symbol_database
-from google.protobuf.message import Message
 
 import fastpath
 from fastpath import app_health, metric_overrides, tap
@@ -27,6 +22,7 @@ from fastpath.proxy import Proxy
 from fastpath.stats import merge_expositions
 from fastpath.workers import ask_peers
 from mizzen import logs
+from mizzen.configdump import resource_dict
 
 _LEVELS = {
     "trace": "DEBUG",
@@ -52,81 +48,6 @@ def _text(lines: list[str]) -> Reply:
     return 200, ("\n".join(lines) + "\n").encode(), TEXT
 
 
-def _redact(value: Any) -> Any:
-    """Private keys given inline (a gateway's credential) are not shown, as Envoy's dump hides secrets."""
-    if isinstance(value, dict):
-        hidden = {"inline_string": "[redacted]"}
-        return {k: hidden if k == "private_key" else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
-def _stand_in_unknown_types(msg: Message) -> None:
-    """Make every ``Any`` inside ``msg`` printable, in place: import the generated module of each Envoy
-    type not loaded yet (the proxy accepts some, such as listener filters it reads by name, without
-    unpacking them); one whose type stays unknown becomes a Struct naming that type and its size."""
-    if msg.DESCRIPTOR.full_name == "google.protobuf.Any":
-        name = msg.type_url.rpartition("/")[2]  # type: ignore[attr-defined]
-        try:
-            cls = symbol_database.Default().GetSymbol(name)
-        except KeyError:
-            cls = _import_message(name)
-        if cls is None:
-            stand_in = struct_pb2.Struct()
-            stand_in.update({"unknown_type": msg.type_url, "bytes": len(msg.value)})  # type: ignore[attr-defined]
-            msg.Pack(stand_in)  # type: ignore[attr-defined]
-            return
-        inner = cls()
-        msg.Unpack(inner)  # type: ignore[attr-defined]
-        _stand_in_unknown_types(inner)
-        msg.Pack(inner)  # type: ignore[attr-defined]
-        return
-    for field, value in msg.ListFields():
-        if field.message_type is None:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            values = [v for v in value.values() if isinstance(v, Message)]
-        elif field.is_repeated:
-            values = list(value)
-        else:
-            values = [value]
-        for v in values:
-            _stand_in_unknown_types(v)
-
-
-def _import_message(full_name: str) -> Any:
-    """The class of an Envoy (or xDS) message, from the generated modules of its package, or None."""
-    package, _, _ = full_name.rpartition(".")
-    if not package.startswith(("envoy.", "xds.", "udpa.", "validate.")):
-        return None
-    try:
-        mod = importlib.import_module(package)
-    except ImportError:
-        return None
-    for info in pkgutil.iter_modules(getattr(mod, "__path__", [])):
-        if info.name.endswith("_pb2"):
-            with contextlib.suppress(ImportError):
-                importlib.import_module(f"{package}.{info.name}")
-    try:
-        return symbol_database.Default().GetSymbol(full_name)
-    except KeyError:
-        return None
-
-
-def _as_dict(msg: Message) -> Any:
-    """A resource for config_dump, with every embedded type printed; a type this proxy has no schema
-    for shows as a Struct naming it and its size, instead of failing the whole dump."""
-    try:
-        return _redact(json_format.MessageToDict(msg, preserving_proto_field_name=True))
-    except TypeError:
-        pass
-    copy = type(msg)()
-    copy.CopyFrom(msg)
-    _stand_in_unknown_types(copy)
-    return _redact(json_format.MessageToDict(copy, preserving_proto_field_name=True))
-
-
 def admin_routes(
     proxy: Proxy, quit_event: asyncio.Event, worker: int = 0, workers: int = 1, supervisor: int = 0
 ) -> Routes:
@@ -140,7 +61,7 @@ def admin_routes(
     def config_dump(_: dict[str, str]) -> Reply:
         dump: dict[str, Any] = {"version": proxy.config.version}
         for type_url, resources in proxy.config.raw.items():
-            dump[SHORT.get(type_url, type_url)] = [_as_dict(m) for m in resources.values()]
+            dump[SHORT.get(type_url, type_url)] = [resource_dict(m) for m in resources.values()]
         return 200, orjson.dumps(dump), JSON
 
     def stats(_: dict[str, str]) -> Reply:

@@ -10,18 +10,8 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
-# Importing the filter modules registers their types, so Any fields inside resources print as JSON.
-from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
-from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
-from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
-from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
-from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
-from google.protobuf import json_format
-
 from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES, Resource
+from mizzen.configdump import resource_dict
 
 MESSAGES: dict[str, Any] = {
     LISTENER: listener_pb2.Listener,
@@ -38,17 +28,7 @@ def decode(resource: Resource) -> Any:
 
 
 def to_dict(resource: Resource) -> dict[str, Any]:
-    return _redact(json_format.MessageToDict(decode(resource), preserving_proto_field_name=True))  # type: ignore[no-any-return]
-
-
-def _redact(value: Any) -> Any:
-    """Private keys given inline (a gateway's credential) never leave in a dump."""
-    if isinstance(value, dict):
-        hidden = {"inline_string": "[redacted]"}
-        return {k: hidden if k == "private_key" else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
+    return resource_dict(decode(resource))  # type: ignore[no-any-return]
 
 
 def dump(resources: Mapping[str, Mapping[str, Resource]]) -> dict[str, dict[str, Any]]:

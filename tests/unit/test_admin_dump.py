@@ -13,7 +13,7 @@ SCRIPT = r"""
 import json, sys
 from google.protobuf import any_pb2
 from envoy.config.listener.v3 import listener_pb2
-import fastpath.admin as admin
+from mizzen.configdump import resource_dict
 
 lst = listener_pb2.Listener(name="virtualInbound")
 # A listener filter the proxy reads by name, without unpacking: its module is not imported here.
@@ -25,7 +25,7 @@ f.typed_config.type_url = (
 g = lst.listener_filters.add(name="acme.thing")
 g.typed_config.CopyFrom(any_pb2.Any(type_url="type.googleapis.com/acme.v1.Thing", value=b"\x08\x01"))
 assert "envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2" not in sys.modules
-print(json.dumps(admin._as_dict(lst)))
+print(json.dumps(resource_dict(lst)))
 """
 
 
