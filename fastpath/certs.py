@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastpath import tls
+from fastpath.loopthread import LoopThread
 from mizzen import logs
 
 log = logs.get("certs")
@@ -74,36 +74,15 @@ class CertificateClient:
         self.failures = 0
         self.last_error = ""
         self.not_after = 0.0
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._runner = LoopThread("certs", self._run)
 
     def start(self, gate: ReadyGate | None = None) -> None:
         self.main_loop = asyncio.get_running_loop()
         self.gate = gate
-        self._thread = threading.Thread(target=self._thread_main, name="certs", daemon=True)
-        self._thread.start()
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        self._task = loop.create_task(self._run())
-        try:
-            loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            loop.close()
+        self._runner.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        loop, task = self._loop, self._task
-        if loop is not None and task is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(task.cancel)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        await self._runner.stop()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -119,7 +98,7 @@ class CertificateClient:
 
     async def _run(self) -> None:
         attempt = 0
-        while not self._stopping:
+        while not self._runner.stopping:
             try:
                 secret, root, not_before, not_after = await self.fetch()
             except asyncio.CancelledError:

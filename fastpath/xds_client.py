@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
@@ -43,6 +42,7 @@ from fastpath.config import (
     ConfigError,
     registry,  # noqa: F401 - every typed_config type known to the decoder
 )
+from fastpath.loopthread import LoopThread
 from mizzen import logs
 
 if TYPE_CHECKING:
@@ -99,10 +99,7 @@ class AdsClient:
         self.acks = 0
         self.nacks = 0
         self.last_nack = ""
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._runner = LoopThread("xds", self._run)
         self._outbox: asyncio.Queue[Any] | None = None
         self._started = 0.0
         # Cluster warming, once live: a cluster that arrives with its endpoints still to come is not
@@ -120,30 +117,11 @@ class AdsClient:
 
     def start(self) -> None:
         self.main_loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._thread_main, name="xds", daemon=True)
-        self._thread.start()
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        self._task = loop.create_task(self._run())
-        try:
-            loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        self._runner.start()
 
     async def stop(self) -> None:
         """End the stream and the thread (the proxy is shutting down)."""
-        self._stopping = True
-        loop, task = self._loop, self._task
-        if loop is not None and task is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(task.cancel)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        await self._runner.stop()
 
     def status(self) -> dict[str, Any]:
         """For the admin endpoint: the stream, what was accepted, and the last NACK."""
@@ -165,7 +143,7 @@ class AdsClient:
         warm_timer = asyncio.get_running_loop().call_later(self.initial_fetch_timeout, self._warm_timeout)
         attempt = 0
         try:
-            while not self._stopping:
+            while not self._runner.stopping:
                 try:
                     await self._stream()
                     attempt = 0  # it ran; the server ended it
@@ -484,7 +462,7 @@ class AdsClient:
 
     def _warm_timeout(self) -> None:
         """initial_fetch_timeout passed: go live with what has arrived (Envoy does the same)."""
-        if self.warm or self._loop is None:
+        if self.warm or self._runner.loop is None:
             return
         log.warning(
             "initial config incomplete, starting with what arrived", waited_s=self.initial_fetch_timeout
