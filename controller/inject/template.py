@@ -225,21 +225,8 @@ def proxy_container(
             "failureThreshold": 4,
         },
         "resources": resources,
-        "securityContext": {
-            "runAsUser": PROXY_UID,
-            "runAsGroup": PROXY_UID,
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "istio-envoy", "mountPath": SCRATCH_DIR},
-            {"name": "istio-podinfo", "mountPath": PODINFO_DIR},
-            {"name": "istio-token", "mountPath": TOKEN_DIR},
-            {"name": "istiod-ca-cert", "mountPath": CA_ROOT_DIR, "readOnly": True},
-        ],
+        "securityContext": proxy_security_context(),
+        "volumeMounts": proxy_volume_mounts(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -260,6 +247,30 @@ def proxy_container(
             }
         }
     return container
+
+
+def proxy_security_context() -> dict[str, Any]:
+    """The proxy container's: UID 1337 (what the capture rules exempt), nothing more than it needs."""
+    return {
+        "runAsUser": PROXY_UID,
+        "runAsGroup": PROXY_UID,
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def proxy_volume_mounts() -> list[dict[str, Any]]:
+    """Where the proxy container finds its scratch space, pod info, token and root certificate
+    (the ``volumes`` below)."""
+    return [
+        {"name": "istio-envoy", "mountPath": SCRATCH_DIR},
+        {"name": "istio-podinfo", "mountPath": PODINFO_DIR},
+        {"name": "istio-token", "mountPath": TOKEN_DIR},
+        {"name": "istiod-ca-cert", "mountPath": CA_ROOT_DIR, "readOnly": True},
+    ]
 
 
 def volumes(config: InjectConfig) -> list[dict[str, Any]]:

@@ -84,21 +84,8 @@ def gateway_objects(
             "failureThreshold": 30,
         },
         "resources": settings["resources"],
-        "securityContext": {
-            "runAsUser": template.PROXY_UID,
-            "runAsGroup": template.PROXY_UID,
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "istio-envoy", "mountPath": template.SCRATCH_DIR},
-            {"name": "istio-podinfo", "mountPath": template.PODINFO_DIR},
-            {"name": "istio-token", "mountPath": template.TOKEN_DIR},
-            {"name": "istiod-ca-cert", "mountPath": template.CA_ROOT_DIR, "readOnly": True},
-        ],
+        "securityContext": template.proxy_security_context(),
+        "volumeMounts": template.proxy_volume_mounts(),
     }
     deployment = {
         "apiVersion": "apps/v1",
