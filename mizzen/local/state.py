@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -64,7 +65,8 @@ class PodRecord:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A name per writer: two writers sharing one temporary file could publish each other's half.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
@@ -82,7 +84,11 @@ class StateDir:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._lock_depth = 0
+        # The file lock serialises processes; this one serialises the threads of this process (a
+        # test's load generator thread and its main thread, say) and makes the lock re-entrant per
+        # thread, where a bare depth counter would let a second thread walk in as if it were nested.
+        self._thread_lock = threading.RLock()
+        self._local = threading.local()
 
     @property
     def node_file(self) -> Path:
@@ -114,23 +120,25 @@ class StateDir:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the node's lock (blocking) for the duration of a mutation; re-entrant."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Hold the node's lock (blocking) for the duration of a mutation; re-entrant per thread."""
+        with self._thread_lock:
+            depth = getattr(self._local, "depth", 0)
+            if depth:
+                self._local.depth = depth + 1
+                try:
+                    yield
+                finally:
+                    self._local.depth = depth
+                return
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.lock_file, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                self._local.depth = 1
+                try:
+                    yield
+                finally:
+                    self._local.depth = 0
+                    fcntl.flock(fh, fcntl.LOCK_UN)
 
     def pod_file(self, netns: str) -> Path:
         return self.pods_dir / f"{netns}.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,39 @@ def test_pod_record_round_trips() -> None:
     pod = _pod()
     pod.processes.append(ProcessRecord(pid=5, argv=["sleep", "1"], uid=1337, gid=1337, start_time=9))
     assert PodRecord.from_json(pod.to_json()) == pod
+
+
+def test_threads_sharing_a_node_take_turns_with_its_state(tmp_path: Path) -> None:
+    # A load generator thread and the test's main thread both start processes in one pod: each
+    # read-modify-write of the pod record must see the other's, not walk in as if it were nested.
+    state = StateDir(tmp_path / "state")
+    state.save_pod(_pod())
+    errors: list[BaseException] = []
+
+    def add(first_pid: int) -> None:
+        try:
+            for pid in range(first_pid, first_pid + 200):
+                with state.locked():
+                    pod = state.load_pod("mzn-shop-cart")
+                    assert pod is not None
+                    with state.locked():  # re-entrant within one thread
+                        record = ProcessRecord(pid=pid, argv=["true"], uid=0, gid=0, start_time=1)
+                        pod.processes.append(record)
+                        state.save_pod(pod)
+        except BaseException as exc:  # reported below, with the thread's own traceback in exc
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(base,)) for base in (1000, 2000, 3000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    pod = state.load_pod("mzn-shop-cart")
+    assert pod is not None
+    expected = [*range(1000, 1200), *range(2000, 2200), *range(3000, 3200)]
+    assert sorted(p.pid for p in pod.processes) == expected
+    assert not list(state.pods_dir.glob(".*.tmp"))
 
 
 def test_hosts_file_names_the_pod() -> None:
