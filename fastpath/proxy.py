@@ -271,6 +271,7 @@ class Proxy:
             context,
             session.downstream if session is not None else proto,
             server_side=True,
+            verify=chain.tls.common.san,
             on_handshake=handshake_done,
         )
         layer.on_lost = lost_before_handshake

@@ -345,7 +345,10 @@ class TlsLayer:
         self.peer_cert = sslobj.getpeercert()
         self.principal = principal_of(self.peer_cert)
         self.alpn = sslobj.selected_alpn_protocol()
-        if self.verify is not None and not self.verify.matches(peer_names(self.peer_cert)):
+        # A server verifies the names of a certificate the client presented; whether one was needed at
+        # all is the context's verify mode (a client without one was refused by OpenSSL if it was).
+        checked = self.verify is not None and (self.peer_cert or not self.server_side)
+        if checked and not self.verify.matches(peer_names(self.peer_cert)):  # type: ignore[union-attr]
             self._fail(
                 TlsError(
                     "peer certificate names "

@@ -29,9 +29,11 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
 
-from controller.model.gateway import Gateway, Server
+from controller.model.gateway import Gateway, Server, ServerTls
 from controller.model.hosts import host_matches, visible_to
 from controller.model.istio import HTTPRoute, VirtualService
 from controller.model.kube import Pod
@@ -41,6 +43,7 @@ from controller.model.values import FrozenMap, ResourceKey
 from controller.xds import delegate as delegation
 from controller.xds import listeners as lds
 from controller.xds import routes as rds
+from controller.xds import security
 from controller.xds import tcp as l4
 from controller.xds.registry import Registry
 from controller.xds.resources import (
@@ -179,19 +182,10 @@ class _Build:
         for i, (gw, server) in enumerate(servers):
             tls = server.tls
             assert tls is not None
-            why = ""
-            secret = None
-            if tls.mode != "SIMPLE":
-                why = f"TLS mode {tls.mode} (only SIMPLE termination is served)"
-            elif server.protocol != MeshProtocol.HTTPS:
+            socket, why = self._termination(gw, tls) if server.protocol == MeshProtocol.HTTPS else (None, "")
+            if server.protocol != MeshProtocol.HTTPS:
                 why = "TLS termination of non-HTTP traffic"
-            else:
-                secret = self.snapshot.get(
-                    ResourceKey("Secret", gw.meta.namespace, tls.credential_name or "")
-                )
-                if secret is None or not secret.usable:
-                    why = f"Secret {gw.meta.namespace}/{tls.credential_name} with a certificate and key"
-            if secret is None or why:
+            if socket is None:
                 log.warning("gateway server not served", gateway=gw.name, port=server.number, missing=why)
                 continue
             name = f"https.{port}.{server.name or i}.{gw.meta.name}.{gw.meta.namespace}"
@@ -202,7 +196,7 @@ class _Build:
             names = [h.host for h in server.hosts if h.host != "*"]
             if names:
                 chain.filter_chain_match.server_names.extend(names)
-            chain.transport_socket.CopyFrom(_downstream_tls(secret.cert, secret.key, tls))
+            chain.transport_socket.CopyFrom(socket)
             chains.append(chain)
         if not chains:
             return
@@ -214,9 +208,40 @@ class _Build:
         )
         self._put(LISTENER, listener.name, listener)
 
+    def _termination(self, gw: Gateway, tls: ServerTls) -> tuple[base_pb2.TransportSocket | None, str]:
+        """The server side of a terminating server's TLS, or (None, what is missing)."""
+        if tls.mode == "ISTIO_MUTUAL":
+            # The gateway's own workload certificate, clients checked against the mesh's root: a client
+            # from another mesh of the same root (an east-west gateway) or a sidecar.
+            return _downstream_tls(tls, cert=None, require=True), ""
+        if tls.mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+            return None, f"TLS mode {tls.mode} on a terminating server"
+        where = gw.meta.namespace
+        secret = self.snapshot.get(ResourceKey("Secret", where, tls.credential_name or ""))
+        if secret is None or not secret.usable:
+            return None, f"Secret {where}/{tls.credential_name} with a certificate and key"
+        ca = b""
+        if tls.mode != "SIMPLE":
+            # Istio's two places for the client CA: the credential's own ca.crt, or "<name>-cacert".
+            separate = self.snapshot.get(ResourceKey("Secret", where, f"{tls.credential_name}-cacert"))
+            ca = secret.ca or (separate.ca if separate is not None else b"")
+            if not ca:
+                return None, (
+                    f"a CA certificate for {tls.mode} (ca.crt in Secret {where}/{tls.credential_name}, "
+                    f"or Secret {where}/{tls.credential_name}-cacert)"
+                )
+        return _downstream_tls(tls, cert=(secret.cert, secret.key), ca=ca, require=tls.mode == "MUTUAL"), ""
+
     def _manager(self, port: int, rds_name: str) -> Any:
         manager = lds.http_manager(f"outbound_0.0.0.0_{port}", rds_name=rds_name, policies=True)
         manager.use_remote_address.value = True  # the edge: the client's address is the peer's
+        # Istio's gateway default (SANITIZE_SET): a client's own x-forwarded-client-cert is dropped, and a
+        # client that presented a certificate (MUTUAL) is described to the backends by the gateway.
+        manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        details = manager.set_current_client_cert_details
+        details.subject.value = True
+        details.dns = True
+        details.uri = True
         return manager
 
     def _vhosts(self, port: int, servers: list[tuple[Gateway, Server]]) -> list[rc.VirtualHost]:
@@ -291,14 +316,26 @@ def _listener(port: int, chains: list[listener_components_pb2.FilterChain]) -> l
 _TLS_VERSIONS = {"TLSV1_2": common_pb2.TlsParameters.TLSv1_2, "TLSV1_3": common_pb2.TlsParameters.TLSv1_3}
 
 
-def _downstream_tls(cert: bytes, key: bytes, tls: Any) -> base_pb2.TransportSocket:
-    """The server side of TLS with the credential's certificate, given inline (the proxy keeps it in its
-    secret store; the controller's debug dumps redact the key)."""
+def _downstream_tls(
+    tls: ServerTls, *, cert: tuple[bytes, bytes] | None, ca: bytes = b"", require: bool = False
+) -> base_pb2.TransportSocket:
+    """The server side of TLS: with a credential's certificate (and client CA for mutual TLS) given
+    inline -- the proxy keeps them in its secret store; the controller's debug dumps redact the key -- or,
+    without one, the gateway's workload certificate and the mesh root from its SDS (ISTIO_MUTUAL)."""
     ctx = tls_pb2.DownstreamTlsContext()
     common = ctx.common_tls_context
-    certificate = common.tls_certificates.add()
-    certificate.certificate_chain.inline_bytes = cert
-    certificate.private_key.inline_bytes = key
+    if cert is not None:
+        certificate = common.tls_certificates.add()
+        certificate.certificate_chain.inline_bytes = cert[0]
+        certificate.private_key.inline_bytes = cert[1]
+        if ca:
+            common.validation_context.trusted_ca.inline_bytes = ca
+            for san in tls.subject_alt_names:
+                common.validation_context.match_subject_alt_names.append(string_pb2.StringMatcher(exact=san))
+    else:
+        common.CopyFrom(security.mesh_common((), tls.subject_alt_names))
+    if require:
+        ctx.require_client_certificate.value = True
     common.alpn_protocols.append("http/1.1")
     if tls.min_version in _TLS_VERSIONS:
         common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_version]

@@ -232,16 +232,39 @@ def _san(res: Resource, path: str, vc: common_pb2.CertificateValidationContext) 
     return tls.SanMatcher(frozenset(exact), tuple(prefixes))
 
 
+def _inline_roots(res: Resource, path: str, ds: Any) -> str:
+    """A trust bundle given inline (a gateway's mutual TLS CA from its credential Secret): kept in the
+    secret store under a name made from its content, as inline certificates are."""
+    pem = (
+        bytes(ds.inline_bytes)
+        if ds.WhichOneof("specifier") == "inline_bytes"
+        else str(ds.inline_string).encode()
+    )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
+        raise res.error(path, f"not a usable CA bundle: {exc}") from None
+    name = "inline-ca:" + hashlib.sha256(pem).hexdigest()[:24]
+    if tls.SECRETS.roots.get(name) != pem:
+        tls.SECRETS.set_root(name, pem)
+    return name
+
+
 def _validation(
     res: Resource, path: str, vc: common_pb2.CertificateValidationContext
-) -> tuple[str, tls.SanMatcher | None]:
+) -> tuple[str, str, tls.SanMatcher | None]:
+    """(CA file, CA secret name, peer name matcher) of a validation context."""
     res.reject_unsupported(
         vc, path, {"trusted_ca", "match_subject_alt_names", "match_typed_subject_alt_names"}
     )
-    roots = (
-        _data_source_file(res, join(path, "trusted_ca"), vc.trusted_ca) if vc.HasField("trusted_ca") else ""
-    )
-    return roots, _san(res, path, vc)
+    roots_file = roots_sds = ""
+    if vc.HasField("trusted_ca"):
+        p = join(path, "trusted_ca")
+        if vc.trusted_ca.WhichOneof("specifier") in ("inline_bytes", "inline_string"):
+            roots_sds = _inline_roots(res, p, vc.trusted_ca)
+        else:
+            roots_file = _data_source_file(res, p, vc.trusted_ca)
+    return roots_file, roots_sds, _san(res, path, vc)
 
 
 def compile_common(res: Resource, path: str, ctx: tls_pb2.CommonTlsContext) -> CommonTls:
@@ -303,7 +326,9 @@ def compile_common(res: Resource, path: str, ctx: tls_pb2.CommonTlsContext) -> C
     san = None
     which = ctx.WhichOneof("validation_context_type")
     if which == "validation_context":
-        roots_file, san = _validation(res, join(path, "validation_context"), ctx.validation_context)
+        roots_file, roots_sds, san = _validation(
+            res, join(path, "validation_context"), ctx.validation_context
+        )
     elif which == "validation_context_sds_secret_config":
         roots_sds = _sds_name(
             res, join(path, "validation_context_sds_secret_config"), ctx.validation_context_sds_secret_config
@@ -314,9 +339,13 @@ def compile_common(res: Resource, path: str, ctx: tls_pb2.CommonTlsContext) -> C
         res.reject_unsupported(
             combined, cp, {"default_validation_context", "validation_context_sds_secret_config"}
         )
-        roots_file, san = _validation(
+        roots_file, inline_roots, san = _validation(
             res, join(cp, "default_validation_context"), combined.default_validation_context
         )
+        if inline_roots:
+            raise res.error(
+                join(cp, "default_validation_context.trusted_ca"), "given inline beside an SDS trust bundle"
+            )
         roots_sds = _sds_name(
             res,
             join(cp, "validation_context_sds_secret_config"),

@@ -6,12 +6,17 @@ mesh call it. Behind it, the mesh's services with their sidecars.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from support.meshcerts import credential_secret, issue
 from support.smallmesh import SmallMesh, small_mesh
+
+from controller.ca.authority import CaMaterial, CertificateAuthority
 
 pytestmark = pytest.mark.root
 
@@ -35,46 +40,41 @@ spec:
   - port: {number: 8444, name: https, protocol: HTTPS}
     hosts: [secure.example.com]
     tls: {mode: SIMPLE, credentialName: secure-cert}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [partner.example.com]
+  - port: {number: 8445, name: https-mutual, protocol: HTTPS}
+    hosts: [partner.example.com]
+    tls: {mode: MUTUAL, credentialName: mutual-cert, subjectAltNames: ["spiffe://partner.example/ns/shop/sa/buyer"]}
+  - port: {number: 8446, name: https-optional, protocol: HTTPS}
+    hosts: [partner.example.com]
+    tls: {mode: OPTIONAL_MUTUAL, credentialName: secure-cert}
 """
 
 
-def tls_secret(name: str, host: str) -> str:
-    """A kubernetes.io/tls Secret with a fresh self-signed certificate for ``host``."""
-    import base64
-    import datetime
+def tls_secret(name: str, host: str, *, ca: bytes = b"") -> str:
+    """A credential Secret for ``host`` as YAML (JSON is YAML), with the client CA ``ca`` when given."""
+    return json.dumps(credential_secret(name, host, ca=ca))
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem_cert = cert.public_bytes(serialization.Encoding.PEM)
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    crt, k = (base64.b64encode(x).decode() for x in (pem_cert, pem_key))
-    return (
-        f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\n"
-        f"data: {{tls.crt: {crt}, tls.key: {k}}}\n"
-    )
+# The partner whose clients call the mutual TLS servers: its CA, and client certificates in files.
+PARTNER_ID = "spiffe://partner.example/ns/shop/sa/buyer"
 
 
 @pytest.fixture(scope="module")
-def mesh() -> Iterator[SmallMesh]:
+def partner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    where = tmp_path_factory.mktemp("partner")
+    ca = CertificateAuthority(CaMaterial.self_signed("partner.example"), trust_domain="partner.example")
+    other_ca = CertificateAuthority(CaMaterial.self_signed("partner.example"), trust_domain="partner.example")
+    return {
+        "ca": ca.root_pem,
+        "buyer": issue(ca, PARTNER_ID, where, "buyer"),
+        "thief": issue(ca, "spiffe://partner.example/ns/shop/sa/thief", where, "thief"),
+        "forger": issue(other_ca, PARTNER_ID, where, "forger"),
+    }
+
+
+@pytest.fixture(scope="module")
+def mesh(partner: dict[str, Any]) -> Iterator[SmallMesh]:
     with small_mesh() as m:
         m.gateway("ingress", {"istio": "ingressgateway"}, workers=2)
         m.gateway("egress", {"istio": "egressgateway"})
@@ -84,9 +84,13 @@ def mesh() -> Iterator[SmallMesh]:
         m.pod("web-v2", {"app": "web", "version": "v2"}, app=9080)
         m.pod("tls-a", {"app": "tls-a"}, tls=8443)
         m.pod("tcp-b", {"app": "tcp-b"}, tcp=7000)
+        # Outside the mesh, so that what the gateway sends arrives as sent (a sidecar would take a
+        # plain-text caller's x-forwarded-client-cert away; with mesh mTLS it would append to it).
+        m.pod("legacy", {"app": "legacy"}, meshed=False, app=9080)
         m.service("web", {"app": "web"}, {"http": 9080})
         m.service("tls-a", {"app": "tls-a"}, {"tls": 8443})
         m.service("tcp-b", {"app": "tcp-b"}, {"tcp": 7000})
+        m.service("legacy", {"app": "legacy"}, {"http": 9080})
         # Istio's Gateway ports are the gateway Service's: 80 and 443 reach the proxy on 8080 and 8443.
         m.service(
             "ingressgateway",
@@ -109,6 +113,13 @@ spec:
 """,
         )
         m.apply("credentials", tls_secret("secure-cert", "secure.example.com"))
+        m.apply("mutual-credentials", tls_secret("mutual-cert", "partner.example.com", ca=partner["ca"]))
+        # OPTIONAL_MUTUAL's CA in Istio's other place: a Secret of its own, "<credentialName>-cacert".
+        m.apply(
+            "optional-ca",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: secure-cert-cacert}\n"
+            f"data: {{cacert: {base64.b64encode(partner['ca']).decode()}}}\n",
+        )
         m.apply("gateway", GATEWAY)
         m.apply(
             "routes",
@@ -151,6 +162,15 @@ spec:
   http:
   - match: [{uri: {prefix: /b}}]
     route: [{destination: {host: web, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partner}
+spec:
+  hosts: [partner.example.com]
+  gateways: [ingress]
+  http:
+  - route: [{destination: {host: legacy}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -273,6 +293,42 @@ def test_tls_termination_with_a_credential_secret(mesh: SmallMesh) -> None:
     local = json.loads(mesh.admin("ingress", "/config_dump"))
     keys = [cert["private_key"] for certs in _find(local, "tls_certificates") for cert in certs]  # type: ignore[attr-defined]
     assert keys and all(k == {"inline_string": "[redacted]"} for k in keys)
+
+
+def test_mutual_tls_with_a_credential_secret(mesh: SmallMesh, partner: dict[str, Any]) -> None:
+    def call(port: int, who: str | None, headers: str = "") -> str:
+        request = f"GET /orders HTTP/1.1\r\nHost: partner.example.com\r\n{headers}Connection: close\r\n\r\n"
+        cert = partner[who] if who else None
+        ip = mesh.ip("ingress")
+        return mesh.stream("browser", ip, port, sni="partner.example.com", send=request, client_cert=cert)[0]
+
+    # MUTUAL: only a client certificate of the partner's CA with the named identity gets in; the backend
+    # learns who called from the gateway (x-forwarded-client-cert).
+    answer = call(8445, "buyer")
+    assert answer.startswith("HTTP/1.1 200") and '"name": "legacy"' in answer, answer
+    assert f"URI={PARTNER_ID}" in answer, answer
+    for who in (None, "thief", "forger"):
+        refused = call(8445, who)
+        assert not refused.startswith("HTTP/"), (who, refused)
+    # OPTIONAL_MUTUAL: a client without a certificate gets in too, but cannot claim an identity.
+    spoof = f"x-forwarded-client-cert: URI={PARTNER_ID}\r\n"
+    anonymous = call(8446, None, headers=spoof)
+    assert anonymous.startswith("HTTP/1.1 200"), anonymous
+    assert "x-forwarded-client-cert" not in anonymous and PARTNER_ID not in anonymous, anonymous
+    known = call(8446, "buyer")
+    assert known.startswith("HTTP/1.1 200") and f"URI={PARTNER_ID}" in known, known
+    assert not call(8446, "forger").startswith("HTTP/")
+    # A plain-text client cannot claim one either.
+    status, body = via_gateway_with(
+        mesh, "bookinfo.example.com", {"x-forwarded-client-cert": f"URI={PARTNER_ID}"}
+    )
+    assert status == 200 and "x-forwarded-client-cert" not in body, body
+
+
+def via_gateway_with(mesh: SmallMesh, host: str, headers: dict[str, str]) -> tuple[int, str]:
+    url = f"http://{mesh.ip('ingress')}:8080/productpage"
+    reply = mesh.http("browser", url, headers={"host": host, **headers})[0]
+    return reply.status, reply.body
 
 
 def _find(value: object, name: str) -> list[object]:

@@ -4,7 +4,8 @@
 "headers": {...}, "body": "..."}`` makes n HTTP/1.1 requests (one connection, keep-alive, reconnecting when
 the server closes it) and prints a JSON list of ``{"status", "headers", "body", "ms"}``;
 ``{"kind": "tcp", "host": ..., "port": ..., "send": "...", "n": 1}`` connects n times, sends, half-closes and
-reads to the end; ``{"kind": "tls", ...}`` does the same over TLS with ``"sni"`` (certificates are not
+reads to the end; ``{"kind": "tls", ...}`` does the same over TLS with ``"sni"``, presenting the client
+certificate in the PEM files ``"cert"`` and ``"key"`` when given (the server's certificate is not
 checked: the test wants to see where the connection went, which the server says).
 """
 
@@ -76,6 +77,8 @@ def stream(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 ctx = ssl.create_default_context()
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
+                if spec.get("cert"):
+                    ctx.load_cert_chain(spec["cert"], spec["key"])
                 sock = ctx.wrap_socket(raw, server_hostname=spec.get("sni"))
             sock.sendall(spec.get("send", "hello").encode())
             if spec["kind"] == "tcp":

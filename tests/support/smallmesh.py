@@ -584,10 +584,28 @@ class SmallMesh:
         ]
 
     def stream(
-        self, pod: str, host: str, port: int, *, n: int = 1, sni: str | None = None, send: str = "hello"
+        self,
+        pod: str,
+        host: str,
+        port: int,
+        *,
+        n: int = 1,
+        sni: str | None = None,
+        send: str = "hello",
+        client_cert: tuple[Path, Path] | None = None,
     ) -> list[str]:
-        """``n`` TCP connections (TLS with ``sni`` when given) sending ``send``; what came back on each."""
-        spec = {"kind": "tls" if sni else "tcp", "host": host, "port": port, "n": n, "sni": sni, "send": send}
+        """``n`` TCP connections (TLS with ``sni`` when given, presenting ``client_cert``: chain and key
+        files) sending ``send``; what came back on each."""
+        spec: dict[str, Any] = {
+            "kind": "tls" if sni else "tcp",
+            "host": host,
+            "port": port,
+            "n": n,
+            "sni": sni,
+            "send": send,
+        }
+        if client_cert is not None:
+            spec["cert"], spec["key"] = map(str, client_cert)
         return [r["data"] if r["ok"] else f"error: {r['error']}" for r in self._client(pod, spec)]
 
     def controller_dump(self, pod: str) -> Any:

@@ -3,11 +3,13 @@ clusters, DestinationRule tls modes, PeerAuthentication modes on virtualInbound,
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
+from support.meshcerts import credential_secret
 
 from controller.model.snapshot import MeshState
 from controller.xds import clusters as cds
@@ -191,3 +193,68 @@ def test_strict_leaves_nothing_for_plain_text() -> None:
     assert select_chain(chains, "10.0.0.7", 8080, "", "raw_buffer", ()) is None
     chosen = select_chain(chains, "10.0.0.7", 5432, "", "tls", ("istio",))
     assert chosen is not None and chosen.tls is not None
+
+
+def gateway_chains(*servers: dict[str, Any], secrets: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """The filter chains of the listener on port 443 the controller gives a gateway, as its proxy compiled
+    them (config the proxy would refuse fails here)."""
+    from controller.model.values import FrozenMap
+    from controller.xds.gateway import gateway_resources
+
+    state = MeshState()
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "edge"},
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": list(servers)},
+    }
+    state.load({"Namespace": [{"metadata": {"name": "edge"}}], "Gateway": [gateway], "Secret": list(secrets)})
+    out = gateway_resources(Translator(state.snapshot).registry, FrozenMap({"istio": "ingressgateway"}), None)
+    body = out[LISTENER].get("0.0.0.0_443")
+    if body is None:
+        return {}
+    return {c.name: c for c in compile_listener(listener_pb2.Listener.FromString(body.body)).filter_chains}
+
+
+def test_gateway_mutual_tls_modes_reach_the_proxy() -> None:
+    from controller.ca.authority import CaMaterial
+
+    ca = CaMaterial.self_signed("clients.example").root
+    secret = credential_secret("a-cert", "a.example", namespace="edge")
+    cacert = {
+        "kind": "Secret",
+        "metadata": {"name": "a-cert-cacert", "namespace": "edge"},
+        "data": {"cacert": base64.b64encode(ca).decode()},
+    }
+
+    def server(mode: str, **tls: Any) -> dict[str, Any]:
+        tls = {"mode": mode, **tls}
+        return {
+            "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+            "hosts": ["a.example"],
+            "tls": tls,
+        }
+
+    [simple] = gateway_chains(server("SIMPLE", credentialName="a-cert"), secrets=(secret,)).values()
+    assert simple.tls is not None and not simple.tls.require_client_certificate
+    assert not simple.tls.common.roots_sds and simple.tls.common.san is None
+    # MUTUAL needs the client CA: without one the server is left out rather than served without it.
+    assert gateway_chains(server("MUTUAL", credentialName="a-cert"), secrets=(secret,)) == {}
+    [mutual] = gateway_chains(
+        server("MUTUAL", credentialName="a-cert", subjectAltNames=["spiffe://p/ns/a/sa/b"]),
+        secrets=(secret, cacert),
+    ).values()
+    assert mutual.tls is not None and mutual.tls.require_client_certificate
+    assert mutual.tls.common.roots_sds.startswith("inline-ca:")
+    assert mutual.tls.common.san is not None and mutual.tls.common.san.matches(("spiffe://p/ns/a/sa/b",))
+    assert not mutual.tls.common.san.matches(("spiffe://p/ns/a/sa/c",))
+    [optional] = gateway_chains(
+        server("OPTIONAL_MUTUAL", credentialName="a-cert"), secrets=(secret, cacert)
+    ).values()
+    assert optional.tls is not None and not optional.tls.require_client_certificate
+    assert optional.tls.common.roots_sds == mutual.tls.common.roots_sds
+    # ISTIO_MUTUAL: the gateway's own workload certificate and the mesh root, from its SDS.
+    [istio] = gateway_chains(server("ISTIO_MUTUAL")).values()
+    assert istio.tls is not None and istio.tls.require_client_certificate
+    assert (istio.tls.common.cert_sds, istio.tls.common.roots_sds) == ("default", "ROOTCA")
+    assert istio.tls.common.alpn == ("http/1.1",)
