@@ -19,6 +19,7 @@ cdef class RequestHead(_Head):
     cdef public bint expect_continue
     cdef public object request_id
     cdef public bint trace_context
+    cdef public bint client_cert_header
     cpdef bytes for_upstream(self, bytes extra=*)
 
 cdef class ResponseHead(_Head):
@@ -60,6 +61,7 @@ cdef class _Parser:
     cdef bint _upgrade_hdr
     cdef object _request_id
     cdef bint _trace
+    cdef bint _client_cert
     cdef unsigned long long _remaining
     cdef Py_ssize_t _chunk_line
     cdef Py_ssize_t _trailer_bytes

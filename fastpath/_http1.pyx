@@ -99,6 +99,7 @@ cdef enum:
     H_REQUEST_ID = 7
     H_HOP = 8  # keep-alive, proxy-connection, te
     H_TRACE = 9  # traceparent, b3, x-b3-*: a trace context the tracer reads (fastpath.tracing)
+    H_CLIENT_CERT = 10  # x-forwarded-client-cert: removed by default where it is not set (Envoy's SANITIZE)
 
 cdef unsigned long long MAX_INT63_DIV16 = 0x07FFFFFFFFFFFFFF
 cdef Py_ssize_t C_MAX_CHUNK_LINE = MAX_CHUNK_LINE_BYTES
@@ -181,6 +182,8 @@ cdef int classify(const char* p, Py_ssize_t n) noexcept:
         n == 2 and c0 == b"b" and name_is(p, n, b"b3", 2)) or (
         n > 5 and c0 == b"x" and name_is(p, 5, b"x-b3-", 5)):
         return H_TRACE
+    if n == 23 and c0 == b"x" and name_is(p, n, b"x-forwarded-client-cert", 23):
+        return H_CLIENT_CERT
     if (n == 10 and c0 == b"k" and name_is(p, n, b"keep-alive", 10)) or (
         n == 16 and c0 == b"p" and name_is(p, n, b"proxy-connection", 16)) or (
         n == 2 and c0 == b"t" and name_is(p, n, b"te", 2)):
@@ -412,6 +415,7 @@ cdef class _Parser:
         self._upgrade_hdr = False
         self._request_id = None
         self._trace = False
+        self._client_cert = False
         self._rawparts = None
         self._raw_start = -1
 
@@ -616,6 +620,9 @@ cdef class _Parser:
             return 0
         if kind == H_TRACE:
             self._trace = True  # only whether there is one: the tracer reads the values from the raw head
+            return 0
+        if kind == H_CLIENT_CERT:
+            self._client_cert = True  # only whether there is one (see RequestHead.client_cert_header)
             return 0
         value = PyBytes_FromStringAndSize(p + vs, ve - vs)
         if kind == H_HOST:
@@ -941,6 +948,7 @@ cdef class RequestParser(_Parser):
         head.host = hosts[0] if hosts is not None else None
         head.request_id = self._request_id
         head.trace_context = self._trace
+        head.client_cert_header = self._client_cert
         self._framing(head)
         upgrade = self._connection(head)
         expect = self._expect

@@ -265,6 +265,8 @@ class Exchange:
                 set_headers[b"x-forwarded-client-cert"] = xfcc
             else:
                 remove = remove | {b"x-forwarded-client-cert"}
+        elif head.client_cert_header and self.conn.hcm.sanitize_client_cert:
+            remove = remove | {b"x-forwarded-client-cert"}
         if (
             not set_headers
             and not remove
@@ -399,8 +401,11 @@ class Exchange:
             cluster.report(host, status)
         upstream.keep_alive = head.keep_alive
         retry = self.action.retry if self.action else None
-        if retry is not None and retry.num_retries and not self.response_started and (
-            status >= 400 or retry.grpc_statuses
+        if (
+            retry is not None
+            and retry.num_retries
+            and not self.response_started
+            and (status >= 400 or retry.grpc_statuses)
         ):
             grpc = head.get(b"grpc-status") if retry.grpc_statuses else None
             if retry.retriable_response(status, int(grpc) if grpc and grpc.isdigit() else None):

@@ -229,7 +229,15 @@ class RequestHead(_Head):
     tunnel; ``keep_alive`` applies HTTP/1.0 and 1.1 defaults and ``Connection`` tokens.
     """
 
-    __slots__ = ("expect_continue", "host", "method", "request_id", "target", "trace_context")
+    __slots__ = (
+        "client_cert_header",
+        "expect_continue",
+        "host",
+        "method",
+        "request_id",
+        "target",
+        "trace_context",
+    )
 
     method: bytes
     target: bytes
@@ -237,6 +245,9 @@ class RequestHead(_Head):
     expect_continue: bool
     request_id: bytes | None  # x-request-id, read while parsing: the proxy adds one when absent
     trace_context: bool  # a traceparent, b3 or x-b3-* header is present (fastpath.tracing reads it)
+    # An x-forwarded-client-cert is present: a connection manager that does not set the header removes
+    # it (Envoy's default SANITIZE), so that a client cannot claim a certificate it never presented.
+    client_cert_header: bool
 
     def for_upstream(self, extra: bytes = b"") -> bytes:
         """The head to send upstream: HTTP/1.1, hop-by-hop headers removed, ``extra`` header lines
@@ -726,6 +737,7 @@ class RequestParser(_Parser):
         head.trace_context = any(
             name == b"traceparent" or name == b"b3" or name.startswith(b"x-b3-") for name, _ in head.headers
         )
+        head.client_cert_header = head.get(b"x-forwarded-client-cert") is not None
         self._framing(head)
         upgrade = self._connection(head)
         expect = head.get(b"expect")

@@ -78,10 +78,9 @@ class HcmConfig:
     alpn: dict[str, tuple[str, ...]] | None = None  # istio.alpn's overrides (fastpath.filters.alpn)
     server_name: bytes = b""  # "" keeps the upstream's Server header (Istio's PASS_THROUGH)
     drain_timeout: float = 5.0
+    sanitize_client_cert: bool = True  # no forward_client_cert_details: x-forwarded-client-cert is removed
     # Per-route chains (the active filters plus the passive ones a route configures), made on first use.
-    _chains: dict[Any, tuple[HttpFilter, ...]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    _chains: dict[Any, tuple[HttpFilter, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def chain_for(self, route: Any) -> tuple[HttpFilter, ...]:
         """The filters a request on ``route`` runs: the route's per-filter config may wake passive ones."""
@@ -135,8 +134,13 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
         if not filters.known(f.typed_config.type_url) and f.is_optional:
             continue  # Envoy skips unknown optional filters too
         chain.append(filters.build(res, fpath, f.typed_config.type_url, f.typed_config, f.name))
+    # Without the field Envoy sanitizes (SANITIZE): a request's x-forwarded-client-cert is removed. That
+    # costs nothing per request here: the exchange removes the header when the parser saw one.
+    sanitize_client_cert = True
     if h.forward_client_cert_details or h.HasField("set_current_client_cert_details"):
         from fastpath.filters import xfcc
+
+        sanitize_client_cert = False  # the filter does what the mode says
 
         details = h.set_current_client_cert_details
         res.reject_unsupported(
@@ -200,6 +204,7 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
         alpn=alpn.overrides_of(chain),
         server_name=server,
         drain_timeout=seconds(h.drain_timeout) if h.HasField("drain_timeout") else 5.0,
+        sanitize_client_cert=sanitize_client_cert,
     )
 
 

@@ -340,6 +340,11 @@ def test_sidecars_talk_mutual_tls_by_default_on_the_wire(mesh: Mesh) -> None:
         "outsider", "/", 1, {"x-forwarded-client-cert": "URI=spiffe://x/ns/a/sa/admin"}, mesh.ip["server"]
     )
     assert forged[0][0] == 200 and "x-forwarded-client-cert" not in json.loads(forged[0][1])["headers"]
+    # Nor can a meshed one: its own sidecar drops the header (Envoy's default, SANITIZE), so the server
+    # sees only what its sidecar says about the caller's certificate.
+    claimed = mesh.call("client", "/", 1, {"x-forwarded-client-cert": "URI=spiffe://x/ns/a/sa/admin"})
+    assert claimed[0][0] == 200
+    assert json.loads(claimed[0][1])["headers"]["x-forwarded-client-cert"] == xfcc
     text = mesh.metrics("server")
     assert 'source_principal="spiffe://cluster.local/ns/default/sa/client"' in text, text
     assert 'connection_security_policy="mutual_tls"' in text, text

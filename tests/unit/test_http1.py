@@ -33,6 +33,18 @@ def test_simple_get(h: ModuleType) -> None:
     assert head.get(b"x-thing") == b"padded" and head.get(b"missing", b"d") == b"d"
 
 
+def test_a_client_certificate_header_is_noticed_in_any_case(h: ModuleType) -> None:
+    # What lets a connection manager remove the header without splitting every request's headers.
+    p = h.RequestParser()
+    plain, claimed, other = p.feed(
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Client-Cert: URI=spiffe://x/ns/a/sa/b\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-client-certs: no\r\n\r\n"
+    )[::2]
+    assert not plain.client_cert_header and claimed.client_cert_header and not other.client_cert_header
+    assert claimed.get(b"x-forwarded-client-cert") == b"URI=spiffe://x/ns/a/sa/b"
+
+
 def test_pipelined_requests_with_bodies(h: ModuleType) -> None:
     p = h.RequestParser()
     data = (

@@ -136,7 +136,7 @@ def normal(e: Any) -> Any:
             "headers",
         ]
         if name == "RequestHead":
-            fields += ["method", "target", "host", "expect_continue", "request_id"]
+            fields += ["method", "target", "host", "expect_continue", "request_id", "client_cert_header"]
         else:
             fields += ["status", "reason", "interim"]
         return (name, *(getattr(e, f) for f in fields))
