@@ -488,6 +488,9 @@ class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
     resolution: str  # NONE, STATIC, DNS or DNS_ROUND_ROBIN
     endpoints: tuple[WorkloadEndpoint, ...]
     export_to: frozenset[str]
+    # What the servers' certificates must name: checked over mesh mTLS to its endpoints, and over
+    # DestinationRule SIMPLE/MUTUAL TLS unless the rule names its own.
+    subject_alt_names: tuple[str, ...] = ()
 
     @property
     def key(self) -> ResourceKey:
@@ -524,6 +527,7 @@ def build_service_entry(raw: Mapping[str, Any]) -> ServiceEntry:
             for e in spec.get("endpoints") or ()
         ),
         export_to=resolve_export_to(str_tuple(spec.get("exportTo")), meta.namespace),
+        subject_alt_names=str_tuple(spec.get("subjectAltNames")),
     )
 
 

@@ -616,7 +616,7 @@ SERVICE_ENTRY = obj(
         "endpoints": list_of(WORKLOAD_ENTRY),
         "workloadSelector": Unsupported("WorkloadEntry selection"),
         "exportTo": list_of(string()),
-        "subjectAltNames": Unsupported(),
+        "subjectAltNames": list_of(string(non_empty=True)),
     },
     extra=_check_service_entry,
 )

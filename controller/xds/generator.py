@@ -207,7 +207,7 @@ class ScopeView:
                     cluster = cds.outbound_cluster(
                         name, svc, policy, selected if svc.resolution == "DNS" else None, port.protocol
                     )
-                    sans, auto = inputs[-1]
+                    sans, auto, declared = inputs[-1]
                     security.apply_upstream_tls(
                         cluster,
                         host=svc.hostname,
@@ -216,6 +216,7 @@ class ScopeView:
                         tls=policy.tls if policy is not None else None,
                         sans=sans,
                         auto=auto,
+                        declared=declared,
                     )
                 if svc.resolution == "EDS":
                     cla = cds.load_assignment(name, selected)

@@ -120,8 +120,11 @@ def mesh_downstream_socket() -> base_pb2.TransportSocket:
     return _socket(ctx)
 
 
-def _file_upstream_socket(tls: ClientTls, sni: str) -> base_pb2.TransportSocket:
-    """DestinationRule SIMPLE / MUTUAL: certificates from files the workload mounted (Istio's fields)."""
+def _file_upstream_socket(
+    tls: ClientTls, sni: str, declared: tuple[str, ...] = ()
+) -> base_pb2.TransportSocket:
+    """DestinationRule SIMPLE / MUTUAL: certificates from files the workload mounted (Istio's fields); the
+    server's names are the rule's ``subjectAltNames``, else those its ServiceEntry ``declared``."""
     common = tls_pb2.CommonTlsContext(tls_params=_params())
     if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
         cert = common.tls_certificates.add()
@@ -130,7 +133,7 @@ def _file_upstream_socket(tls: ClientTls, sni: str) -> base_pb2.TransportSocket:
     if not tls.insecure_skip_verify:
         vc = common.validation_context
         vc.trusted_ca.filename = tls.ca_certificates or SYSTEM_CA_BUNDLE
-        for san in tls.subject_alt_names:
+        for san in tls.subject_alt_names or declared:
             vc.match_subject_alt_names.append(string_pb2.StringMatcher(exact=san))
     return _socket(tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni or sni))
 
@@ -151,6 +154,7 @@ def apply_upstream_tls(
     tls: ClientTls | None,
     sans: Iterable[str],
     auto: bool = True,
+    declared: tuple[str, ...] = (),
 ) -> None:
     """Give an outbound cluster its transport socket(s); ORIGINAL_DST clusters are left in plain text."""
     if cluster.type == cluster_pb2.Cluster.ORIGINAL_DST:
@@ -160,7 +164,7 @@ def apply_upstream_tls(
         if tls.mode == "ISTIO_MUTUAL":
             cluster.transport_socket.CopyFrom(mesh_upstream_socket(sni, sans))
         elif tls.mode in ("SIMPLE", "MUTUAL"):
-            cluster.transport_socket.CopyFrom(_file_upstream_socket(tls, host))
+            cluster.transport_socket.CopyFrom(_file_upstream_socket(tls, host, declared))
         return  # DISABLE: plain text
     if not auto:
         return
@@ -195,12 +199,21 @@ def service_identities(snapshot: MeshSnapshot, namespace: str, service: str, dom
     return tuple(sorted(accounts))
 
 
-def outbound_inputs(snapshot: MeshSnapshot, svc: object, domain: str) -> tuple[tuple[str, ...], bool]:
-    """(SPIFFE IDs the service runs as, auto mTLS on): the inputs of a service's cluster TLS."""
+def outbound_inputs(
+    snapshot: MeshSnapshot, svc: object, domain: str
+) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """(names the servers' certificates must carry over mesh mTLS, auto mTLS on, names a ServiceEntry
+    declares): the inputs of a service's cluster TLS. A Kubernetes Service's servers are the SPIFFE IDs
+    its pods run as; a ServiceEntry's, its ``subjectAltNames``."""
     source = svc.source  # type: ignore[attr-defined]
     namespace = svc.namespace  # type: ignore[attr-defined]
-    sans = service_identities(snapshot, namespace, source.name, domain) if source.kind == "Service" else ()
-    return sans, not namespace_mtls_disabled(snapshot, namespace)
+    declared: tuple[str, ...] = ()
+    if source.kind == "Service":
+        sans = service_identities(snapshot, namespace, source.name, domain)
+    else:
+        entry = snapshot.get(source)
+        sans = declared = entry.subject_alt_names if entry is not None else ()
+    return sans, not namespace_mtls_disabled(snapshot, namespace), declared
 
 
 def spiffe(domain: str, namespace: str, account: str) -> str:

@@ -143,6 +143,50 @@ def test_destination_rule_tls_modes() -> None:
     assert cluster.tls.common.roots_file == security.SYSTEM_CA_BUNDLE and cluster.tls.sni == HOST
 
 
+def test_a_service_entrys_subject_alt_names_are_what_its_servers_must_name() -> None:
+    vm_id = "spiffe://cluster.local/ns/shop/sa/vm"
+
+    def entry_cluster(*extra: dict[str, Any], sans: tuple[str, ...] = (vm_id,)) -> Any:
+        entry = {
+            "kind": "ServiceEntry",
+            "metadata": {"name": "vm", "namespace": "shop"},
+            "spec": {
+                "hosts": ["vm.shop.internal"],
+                "location": "MESH_INTERNAL",
+                "resolution": "STATIC",
+                "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+                "endpoints": [{"address": "10.0.9.9", "labels": {"security.istio.io/tlsMode": "istio"}}],
+                **({"subjectAltNames": list(sans)} if sans else {}),
+            },
+        }
+        state = MeshState()
+        state.load(
+            {
+                "Namespace": [{"metadata": {"name": "shop"}}],
+                "ServiceEntry": [entry],
+                "DestinationRule": [{**x, "spec": {**x["spec"], "host": "vm.shop.internal"}} for x in extra],
+            }
+        )
+        name = "outbound|8080||vm.shop.internal"
+        view = Translator(state.snapshot).view(ScopeKey("shop", None, False))
+        c = cluster_pb2.Cluster.FromString(view.resources[CLUSTER][name].body)
+        e = endpoint_pb2.ClusterLoadAssignment.FromString(view.resources[ENDPOINT][name].body)
+        return compile_cluster(c), compile_endpoints(e)
+
+    # Auto mTLS to an endpoint with a sidecar: the server must be the identity the entry declares.
+    cluster, endpoints = entry_cluster()
+    tls = cluster.tls_for(endpoints[0])
+    assert tls is not None and tls.common.san is not None and tls.common.san.exact == {vm_id}
+    cluster, endpoints = entry_cluster(sans=())
+    tls = cluster.tls_for(endpoints[0])
+    assert tls is not None and tls.common.san is None  # nothing declared: the mesh root alone decides
+    # DestinationRule SIMPLE: the entry's names unless the rule names its own.
+    cluster, _ = entry_cluster(dr({"mode": "SIMPLE"}))
+    assert cluster.tls is not None and cluster.tls.common.san.exact == {vm_id}
+    cluster, _ = entry_cluster(dr({"mode": "SIMPLE", "subjectAltNames": ["vm.example"]}))
+    assert cluster.tls is not None and cluster.tls.common.san.exact == {"vm.example"}
+
+
 def test_peer_authentication_disable_turns_auto_mtls_off_towards_the_namespace() -> None:
     cluster, _ = outbound(mesh(pa("DISABLE")))
     assert not cluster.tls_matches
