@@ -141,16 +141,24 @@ class Exchange:
         """Route the request, run the filters, hand it to the router."""
         conn = self.conn
         head = self.head
-        if head.method == b"CONNECT" or (head.upgrade and not self._upgrade_allowed()):
-            self.local_reply(403, b"", "DPE" if head.method == b"CONNECT" else "-", "upgrade_failed")
-            return
+        connect = False
+        if head.upgrade:
+            connect = head.method == b"CONNECT"
+            # CONNECT names an authority; a path (HTTP/2's CONNECT arrives as "/") cannot be tunnelled.
+            allowed = self._connect_allowed() if connect else self._upgrade_allowed()
+            if not allowed:
+                self.local_reply(403, b"", "DPE" if connect else "-", "upgrade_failed")
+                return
         table = conn.route_table()
         vh = table.vhost(head.host or b"") if table is not None else None
-        route = (
-            vh.select(head.method, head.target, head.host or b"", head.headers if vh.needs_headers else [])
-            if vh is not None
-            else None
-        )
+        if vh is None:
+            route = None
+        elif connect:
+            route = vh.select_connect(head.method, head.target, head.host or b"", head.headers)
+        else:
+            route = vh.select(
+                head.method, head.target, head.host or b"", head.headers if vh.needs_headers else []
+            )
         if route is None:
             self.local_reply(404, b"", "NR", "route_not_found")
             return
@@ -171,6 +179,9 @@ class Exchange:
         if tracer is not None:  # the span covers the filters and the upstream (fastpath.filters.tracing)
             tracing.start(self, tracer.config)
         self.resume()
+
+    def _connect_allowed(self) -> bool:
+        return bool(self.conn.hcm.connect) and not self.head.target.startswith(b"/")
 
     def _upgrade_allowed(self) -> bool:
         if self.head.get(b"upgrade", b"").lower() != b"websocket":

@@ -98,6 +98,7 @@ cdef class VirtualHost:
     cdef public bint needs_headers
     cdef public bint needs_query
     cpdef Route select(self, bytes method, bytes target, bytes authority, list headers)
+    cpdef Route select_connect(self, bytes method, bytes target, bytes authority, list headers)
 
 
 cdef class RouteTable:

@@ -20,6 +20,7 @@ PREFIX = 0
 PATH = 1
 REGEX = 2
 SEPARATED_PREFIX = 3
+CONNECT = 4  # connect_matcher: CONNECT requests only, whatever their target (an authority, no path)
 
 HeaderMap = Mapping[str, str]
 HeaderTest = Callable[[HeaderMap], bool]
@@ -318,6 +319,8 @@ class Route:
             if self.case_sensitive:
                 return target.startswith(self.path)
             return target.lower().startswith(self.path)
+        if self.kind == CONNECT:
+            return False  # a CONNECT request is matched by VirtualHost.select_connect only
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
         if not self.case_sensitive:
@@ -361,6 +364,23 @@ class VirtualHost:
                 if qmap is None:
                     qmap = parse_query(target.decode("utf-8", "surrogateescape"))
                 if not _all_hold(route.query, qmap):
+                    continue
+            return route
+        return None
+
+    def select_connect(
+        self, method: bytes, target: bytes, authority: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Route | None:
+        """The first connect_matcher route whose header conditions hold: as in Envoy, a CONNECT request
+        matches no route by path, and no other request matches these."""
+        hmap: HeaderMap | None = None
+        for route in self.routes:
+            if route.kind != CONNECT:
+                continue
+            if route.headers:
+                if hmap is None:
+                    hmap = header_map(method, target, authority, headers)
+                if not _all_hold(route.headers, hmap):
                     continue
             return route
         return None

@@ -23,6 +23,7 @@ from xds.type.v3 import typed_struct_pb2
 from controller.model.protocol import MeshProtocol
 from controller.xds.clusters import BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_name
 from controller.xds.resources import any_of, proto_duration
+from controller.xds.routes import connect_route
 from controller.xds.security import InboundSecurity
 
 OUTBOUND_PORT = 15001
@@ -95,11 +96,16 @@ def http_manager(
     rds_name: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
     policies: bool = False,
+    connect: bool = False,
 ) -> hcm_pb2.HttpConnectionManager:
     filters = [*((alpn_filter(), *policy_filters()) if policies else ()), router_filter()]
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, http_filters=filters)
     # WebSocket upgrades pass through every HTTP hop, as Istio configures its HCMs.
     manager.upgrade_configs.add(upgrade_type="websocket")
+    if connect:
+        # A sidecar's HCMs forward CONNECT too (routes with connect_matcher, see routes.connect_route):
+        # an application's tunnel through a forward proxy in the mesh crosses both sidecars.
+        manager.upgrade_configs.add(upgrade_type="CONNECT")
     if rds_name is not None:
         manager.rds.route_config_name = rds_name
         manager.rds.config_source.ads.SetInParent()
@@ -136,7 +142,7 @@ def _bind_false(listener: listener_pb2.Listener) -> listener_pb2.Listener:
 
 def outbound_manager(port: int) -> hcm_pb2.HttpConnectionManager:
     """The outbound HCM of a port: RouteConfiguration ``<port>`` over ADS."""
-    return http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port), policies=True)
+    return http_manager(f"outbound_0.0.0.0_{port}", rds_name=str(port), policies=True, connect=True)
 
 
 def sniff_http(listener: listener_pb2.Listener, port: int) -> listener_pb2.Listener:
@@ -308,12 +314,15 @@ def _inbound_filters(
             match=rc.RouteMatch(prefix="/"),
             route=rc.RouteAction(cluster=cluster, timeout=proto_duration(0.0)),
         )
+        tunnel = connect_route("connect", route=rc.RouteAction(cluster=cluster))
         config = route_pb2.RouteConfiguration(
             name=cluster,
-            virtual_hosts=[rc.VirtualHost(name=f"inbound|http|{port}", domains=["*"], routes=[route])],
+            virtual_hosts=[
+                rc.VirtualHost(name=f"inbound|http|{port}", domains=["*"], routes=[route, tunnel])
+            ],
         )
         config.validate_clusters.value = False
-        manager = http_manager(f"inbound_0.0.0.0_{port}", route_config=config)
+        manager = http_manager(f"inbound_0.0.0.0_{port}", route_config=config, connect=True)
         if security is not None:
             # Istio's inbound: the application learns the caller (x-forwarded-client-cert).
             manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD

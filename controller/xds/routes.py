@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -287,25 +287,37 @@ def virtual_host(
     )
 
 
+def connect_route(name: str, **action: Any) -> rc.Route:
+    """What a CONNECT request takes (Envoy matches CONNECT by ``connect_matcher`` only): a tunnel lasts as
+    long as its two ends keep it, so a route action has no timeout."""
+    route = rc.Route(name=name, match=rc.RouteMatch(connect_matcher=rc.RouteMatch.ConnectMatcher()), **action)
+    if route.HasField("route"):
+        route.route.timeout.CopyFrom(proto_duration(0.0))
+    return route
+
+
 def fallback_virtual_host(allow_any: bool) -> rc.VirtualHost:
     """Hosts outside the registry: passed through (ALLOW_ANY) or refused with 502 (REGISTRY_ONLY), as
-    Istio's ``block_all`` virtual host answers."""
+    Istio's ``block_all`` virtual host answers. CONNECT requests, routed by the authority they name like
+    any other, are treated the same: an application's tunnel through a forward proxy in the mesh reaches
+    the proxy it connected to (ALLOW_ANY)."""
     if allow_any:
         action = rc.RouteAction(cluster=PASSTHROUGH, timeout=proto_duration(0.0))
         return rc.VirtualHost(
             name="allow_any",
             domains=["*"],
-            routes=[rc.Route(name="allow_any", match=rc.RouteMatch(prefix="/"), route=action)],
+            routes=[
+                rc.Route(name="allow_any", match=rc.RouteMatch(prefix="/"), route=action),
+                connect_route("allow_any.connect", route=action),
+            ],
         )
+    refused = rc.DirectResponseAction(status=502)
     return rc.VirtualHost(
         name="block_all",
         domains=["*"],
         routes=[
-            rc.Route(
-                name="block_all",
-                match=rc.RouteMatch(prefix="/"),
-                direct_response=rc.DirectResponseAction(status=502),
-            )
+            rc.Route(name="block_all", match=rc.RouteMatch(prefix="/"), direct_response=refused),
+            connect_route("block_all.connect", direct_response=refused),
         ],
     )
 

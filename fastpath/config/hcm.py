@@ -71,6 +71,9 @@ class HcmConfig:
     use_remote_address: bool = False
     skip_xff_append: bool = False
     websocket: bool = False
+    # CONNECT requests are forwarded (routes with connect_matcher), the tunnel opening on a 2xx; off,
+    # they are refused with 403 as Envoy does.
+    connect: bool = False
     access_logs: tuple[AccessLog, ...] = ()
     # The HCM's tracing (fastpath.filters.tracing): run by the exchange itself around the filters, as
     # Envoy's connection manager traces, so an untraced HCM pays nothing and a traced one no filter calls.
@@ -158,13 +161,19 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
             join(path, "common_http_protocol_options.headers_with_underscores_action"), "only ALLOW"
         )
     res.reject_unsupported(h.http_protocol_options, join(path, "http_protocol_options"), {"accept_http_10"})
-    websocket = False
+    websocket = connect = False
     for i, up in enumerate(h.upgrade_configs):
-        if up.upgrade_type.lower() != "websocket":
+        kind = up.upgrade_type.lower()
+        if kind not in ("websocket", "connect"):
             raise res.error(
-                f"{path}.upgrade_configs[{i}].upgrade_type", f"{up.upgrade_type!r}: only websocket"
+                f"{path}.upgrade_configs[{i}].upgrade_type", f"{up.upgrade_type!r}: websocket or CONNECT"
             )
-        websocket = up.enabled.value if up.HasField("enabled") else True
+        res.reject_unsupported(up, f"{path}.upgrade_configs[{i}]", {"upgrade_type", "enabled"})
+        enabled = up.enabled.value if up.HasField("enabled") else True
+        if kind == "websocket":
+            websocket = enabled
+        else:
+            connect = enabled
     if h.server_header_transformation not in (0, 2):  # OVERWRITE (server_name) or PASS_THROUGH
         raise res.error(join(path, "server_header_transformation"), "only OVERWRITE and PASS_THROUGH")
     server = b""
@@ -199,6 +208,7 @@ def compile_hcm(res: Resource, path: str, h: hcm_pb2.HttpConnectionManager) -> H
         use_remote_address=h.use_remote_address.value,
         skip_xff_append=h.skip_xff_append,
         websocket=websocket,
+        connect=connect,
         access_logs=logs,
         tracer=tracer,
         alpn=alpn.overrides_of(chain),

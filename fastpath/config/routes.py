@@ -59,6 +59,7 @@ _MATCH_FIELDS = {
     "case_sensitive",
     "headers",
     "query_parameters",
+    "connect_matcher",
 }
 _ACTION_FIELDS = {
     "cluster",
@@ -202,8 +203,15 @@ def compile_route(
     elif which == "safe_regex":
         kind, value = routing.REGEX, ""
         regex = compile_regex_matcher(res, join(mpath, "safe_regex"), m.safe_regex)
+    elif which == "connect_matcher":
+        kind, value = routing.CONNECT, ""
+        if m.query_parameters:
+            raise res.error(join(mpath, "query_parameters"), "a CONNECT request has no query")
     else:
-        raise res.error(mpath, "a path match (prefix, path, path_separated_prefix or safe_regex) is required")
+        raise res.error(
+            mpath,
+            "a path match (prefix, path, path_separated_prefix, safe_regex or connect_matcher) is required",
+        )
     headers = tuple(
         compile_header_matcher(res, f"{mpath}.headers[{i}]", h)[1] for i, h in enumerate(m.headers)
     )
@@ -366,8 +374,11 @@ def compile_action(
     websocket = False
     for i, up in enumerate(a.upgrade_configs):
         if up.upgrade_type.lower() != "websocket":
+            # CONNECT is enabled on the connection manager and forwarded; terminating it here
+            # (connect_config) is not done.
             raise res.error(
-                f"{path}.upgrade_configs[{i}].upgrade_type", f"{up.upgrade_type!r}: only websocket"
+                f"{path}.upgrade_configs[{i}].upgrade_type",
+                f"{up.upgrade_type!r}: only websocket (CONNECT is enabled on the connection manager)",
             )
         websocket = up.enabled.value if up.HasField("enabled") else True
     return routing.RouteAction(

@@ -26,10 +26,16 @@ def mesh() -> Iterator[SmallMesh]:
         m.pod("greeter", {"app": "greeter"})
         m.service("web", {"app": "web"}, {"web": 8080})  # "web" names no protocol: sniffed
         m.service("greeter", {"app": "greeter"}, {"grpc": 50051})
+        # An HTTP forward proxy in the mesh (an application's HTTPS_PROXY), and a TCP service behind it.
+        m.pod("fwd", {"app": "fwd"})
+        m.pod("db", {"app": "db"}, tcp=7000)
+        m.service("fwd", {"app": "fwd"}, {"http-proxy": 3128})
+        m.service("db", {"app": "db"}, {"tcp": 7000})
         m.start()
         m._run(
             m.pods["greeter"], [sys.executable, str(SUPPORT / "grpcapp.py"), "50051", "greeter", "0.0.0.0"]
         )
+        m._run(m.pods["fwd"], [sys.executable, str(SUPPORT / "forwardproxy.py"), "3128"])
         yield m
 
 
@@ -185,3 +191,38 @@ def test_websocket_through_both_sidecars(mesh: SmallMesh) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().splitlines() == ["HTTP/1.1 101 Switching Protocols", "web-v1:one", "web-v1:two"]
+
+
+CONNECT_CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 3128), timeout=10)
+s.sendall(b"CONNECT db:7000 HTTP/1.1\\r\\nHost: db:7000\\r\\n\\r\\n")
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    head += s.recv(1)
+print(head.split(b"\\r\\n")[0].decode())
+s.sendall(b"hello")
+s.shutdown(socket.SHUT_WR)
+rest = b""
+while chunk := s.recv(4096):
+    rest += chunk
+print(rest.decode())
+"""
+
+
+def test_connect_through_both_sidecars(mesh: SmallMesh) -> None:
+    # The client's sidecar takes CONNECT on the proxy's HTTP port and, the authority naming no virtual
+    # host there, passes it to the address the client connected to; the forward proxy's sidecar hands it
+    # to the application; the 200 opens the tunnel on both. (The pod address: a cluster's kube-proxy would
+    # take a ClusterIP there, and the local node has none.)
+    argv = [sys.executable, "-c", CONNECT_CLIENT, mesh.ip("fwd")]
+    proc = mesh.node.spawn("client", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    status, echoed = out.decode().splitlines()
+    assert status == "HTTP/1.1 200 Connection established"
+    assert echoed.startswith("db saw "), echoed
+    # Both sidecars saw a CONNECT at L7 (their request metrics), not bytes they could not read.
+    assert settle(mesh, "client", "istio_requests_total", 1, reporter="source", response_code="200",
+                  destination_service_name="PassthroughCluster", request_protocol="http") == 1  # fmt: skip
+    assert settle(mesh, "fwd", "istio_requests_total", 1, reporter="destination", response_code="200") == 1

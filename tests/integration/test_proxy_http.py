@@ -492,6 +492,65 @@ def test_websocket_upgrade_is_a_tunnel(mesh: Mesh) -> None:
         server.close()
 
 
+def test_connect_is_forwarded_and_becomes_a_tunnel(mesh: Mesh, upstreams: dict[str, Upstream]) -> None:
+    """CONNECT with the connection manager's CONNECT upgrade: a connect_matcher route forwards it to an
+    upstream that is itself a forward proxy; its 2xx opens a tunnel both ways, half-closes included."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        seen.append(data)
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        while chunk := conn.recv(4096):
+            conn.sendall(chunk.upper())
+        conn.sendall(b"BYE")  # after the client's half-close: the tunnel still carries this way
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = mesh.start(
+        [
+            vhost(
+                "v",
+                ["*"],
+                route("fwd", match={"connect_matcher": {}}),
+                route("a"),  # plain requests: a connect_matcher route never takes them
+            )
+        ],
+        [static_cluster("fwd", ("127.0.0.1", server.getsockname()[1])), cluster("a", upstreams["a"])],
+        upgrade_configs=[{"upgrade_type": "CONNECT"}],
+    )
+    try:
+        assert rawhttp.get(port, "/x").status == 200
+        with rawhttp.Conn(port) as c:
+            c.send(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
+            resp = c.read_response(head_request=True)
+            assert resp.status == 200
+            c.send(b"select 1")
+            got = c.buf
+            while len(got) < 8:
+                got += c.sock.recv(100)
+            assert got == b"SELECT 1"
+            c.sock.shutdown(socket.SHUT_WR)
+            rest = b""
+            while chunk := c.sock.recv(100):
+                rest += chunk
+            assert rest == b"BYE"
+        assert seen[0].startswith(b"CONNECT db.example:5432 HTTP/1.1\r\n")
+    finally:
+        server.close()
+    # Without the upgrade on the connection manager, CONNECT is refused (403), as Envoy does.
+    plain = mesh.start([vhost("v", ["*"], route("a"))], [cluster("a", upstreams["a"])])
+    with rawhttp.Conn(plain) as c:
+        c.send(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
+        assert c.read_response(head_request=True).status == 403
+
+
 def test_upgrade_not_configured_is_refused(mesh: Mesh, upstreams: dict[str, Upstream]) -> None:
     port = mesh.start([vhost("v", ["*"], route("a"))], [cluster("a", upstreams["a"])])
     with rawhttp.Conn(port) as c:

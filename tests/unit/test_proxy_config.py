@@ -5,11 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.envoy import TCP_PROXY, addr, bootstrap, original_dst_cluster, static_cluster, tcp_chain
+from support.envoy import (
+    TCP_PROXY,
+    addr,
+    bootstrap,
+    http_chain,
+    original_dst_cluster,
+    route,
+    route_config,
+    static_cluster,
+    tcp_chain,
+    vhost,
+)
 
 from fastpath import bootstrap as boot
 from fastpath.config import ConfigError
 
+_CONNECT_QUERY = {"connect_matcher": {}, "query_parameters": [{"name": "a", "present_match": True}]}
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
@@ -150,8 +162,35 @@ def test_unhealthy_endpoints_are_not_used() -> None:
             ].pop("cluster"),
             'Listener "virtualOutbound": default_filter_chain.filters[0].cluster: required',
         ),
+        (
+            lambda b: b["static_resources"]["listeners"][1]["filter_chains"].__setitem__(
+                0, http_chain(route_config("r", vhost("v", ["*"], route("c", match=_CONNECT_QUERY))))
+            ),
+            'Listener "0.0.0.0_3306": filter_chains[0].filters[0].route_config: RouteConfiguration "r": '
+            "virtual_hosts[0].routes[0].match.query_parameters: a CONNECT request has no query",
+        ),
+        (
+            lambda b: b["static_resources"]["listeners"][1]["filter_chains"].__setitem__(
+                0,
+                http_chain(
+                    route_config("r", vhost("v", ["*"], route("c"))),
+                    upgrade_configs=[{"upgrade_type": "h2c"}],
+                ),
+            ),
+            'Listener "0.0.0.0_3306": filter_chains[0].filters[0].upgrade_configs[0].upgrade_type: '
+            "'h2c': websocket or CONNECT",
+        ),
     ],
-    ids=["http", "sni-match", "lb-policy", "dns-cluster", "unknown-cluster", "no-cluster"],
+    ids=[
+        "http",
+        "sni-match",
+        "lb-policy",
+        "dns-cluster",
+        "unknown-cluster",
+        "no-cluster",
+        "connect-query",
+        "h2c",
+    ],
 )
 def test_unsupported_config_is_named(mutate: Any, message: str) -> None:
     data = outbound_bootstrap()

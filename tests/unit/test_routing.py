@@ -88,6 +88,19 @@ def test_first_matching_route_with_headers_and_query(r: ModuleType) -> None:
     assert r.VirtualHost("v", ("*",), (jason,)).select(b"GET", b"/", b"h", []) is None
 
 
+def test_connect_requests_match_connect_routes_only(r: ModuleType) -> None:
+    # Envoy's connect_matcher: CONNECT is matched by these routes alone, which take nothing else.
+    everything = r.Route("everything", r.PREFIX, b"")
+    vip = r.Route("vip", r.CONNECT, b"", headers=(lambda h: h.get("x-tier") == "vip",))
+    tunnel = r.Route("tunnel", r.CONNECT, b"")
+    v = r.VirtualHost("v", ("*",), (everything, vip, tunnel))
+    assert not tunnel.path_matches(b"/") and not tunnel.path_matches(b"db:5432")
+    assert v.select(b"GET", b"/", b"h", []).name == "everything"
+    assert v.select_connect(b"CONNECT", b"db:5432", b"db:5432", []).name == "tunnel"
+    assert v.select_connect(b"CONNECT", b"db:5432", b"db:5432", [(b"x-tier", b"vip")]).name == "vip"
+    assert r.VirtualHost("v", ("*",), (everything,)).select_connect(b"CONNECT", b"db:1", b"db:1", []) is None
+
+
 def test_weighted_clusters_and_retry_policy(r: ModuleType) -> None:
     w = r.WeightedClusters([("a", 80), ("b", 0), ("c", 20)])
     assert w.total == 100 and w.names == ("a", "c")
