@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.proxyproc import free_port
 from support.sidecarboot import injected_bootstrap
 
 from mizzen.local import LocalNode, NodeConfig, PodSpec
@@ -31,12 +31,6 @@ BIN = Path(sys.executable).parent
 UPSTREAM = str(Path(__file__).parent.parent / "support" / "upstream.py")
 MESH = {"istio-injection": "enabled"}
 INJECTED = {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 class Mesh:

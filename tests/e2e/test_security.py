@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.proxyproc import free_port
 from support.sidecarboot import injected_bootstrap
 from support.wire import Capture, streams, tls_records
 
@@ -38,12 +38,6 @@ INJECTED = {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'}
 SIDECAR_LABELS = {"security.istio.io/tlsMode": "istio"}  # what the injector adds
 CERT_TTL = 8  # seconds: rotation every ~4 s while the tests run
 PORT = 9080
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, str]:

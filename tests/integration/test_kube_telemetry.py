@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import urllib.request
@@ -16,12 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from support.kubeapi import CORE, istio_crds, running
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.proxyproc import free_port
 
 
 def debug(port: int, path: str) -> Any:

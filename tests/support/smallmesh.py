@@ -23,7 +23,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support.proxyproc import free_port
 from support.sidecarboot import injected_bootstrap
 
 from mizzen.local import LocalNode, NodeConfig, PodSpec, netns
@@ -44,12 +44,6 @@ BIN = Path(sys.executable).parent
 SUPPORT = Path(__file__).parent
 MESH_NS = {"istio-injection": "enabled"}
 INJECTED = {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, str]:
