@@ -36,6 +36,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.longrepr = f"skipped in CI, where nothing may be skipped: {reason}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_proxy_outlives_the_session() -> Iterator[None]:
+    """The last teardown: a proxy process a failing fixture started and never stopped is stopped here,
+    and named, so that a run leaves no process behind whatever failed."""
+    yield
+    from support.proxyproc import ProxyProcess
+
+    left = ProxyProcess.stop_all()
+    if left:
+        print("\nproxies left running by their tests (now stopped):", *left, sep="\n  ")
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 

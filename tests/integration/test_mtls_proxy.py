@@ -138,8 +138,13 @@ class Pair:
         client_boot["static_resources"]["secrets"] = secrets(pki, pki.issue("client", client_id))
         self.server = ProxyProcess(tmp, server_boot)
         self.client = ProxyProcess(tmp, client_boot)
-        self.server.wait_ready()
-        self.client.wait_ready()
+        try:
+            self.server.wait_ready()
+            self.client.wait_ready()
+        except AssertionError:
+            self.client.stop()  # the other one may be up: nothing outlives a failed start
+            self.server.stop()
+            raise
 
     @staticmethod
     def rbac(chain: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 PROXY = str(Path(sys.executable).parent / "mizzen-proxy")
 
@@ -51,7 +51,12 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 
 
 class ProxyProcess:
-    """``mizzen-proxy -c <bootstrap>`` with its admin, health and metrics ports on free ports."""
+    """``mizzen-proxy -c <bootstrap>`` with its admin, health and metrics ports on free ports.
+
+    Every one started is remembered until stopped: ``stop_all`` (the test session's last teardown) ends
+    those a failing fixture left behind."""
+
+    _running: ClassVar[set[ProxyProcess]] = set()
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class ProxyProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
+        ProxyProcess._running.add(self)
 
     def url(self, path: str, port: int | None = None) -> str:
         return f"http://{self.health_host}:{port or self.health}{path}"
@@ -112,7 +118,16 @@ class ProxyProcess:
     def prometheus(self) -> str:
         return http_get(self.url("/stats/prometheus", self.metrics))[1]
 
+    @classmethod
+    def stop_all(cls) -> list[str]:
+        """Stop every proxy still running; the command lines of those there were."""
+        left = [" ".join(p.proc.args) for p in cls._running if p.proc.poll() is None]  # type: ignore[arg-type]
+        for proxy in list(cls._running):
+            proxy.stop()
+        return left
+
     def stop(self) -> int:
+        ProxyProcess._running.discard(self)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
