@@ -54,12 +54,6 @@ def _check_server(server: Mapping[str, Any], path: str, out: Issues) -> None:
         out.error(join(path, "tls.mode"), "PASSTHROUGH needs protocol TLS (HTTPS terminates TLS)")
     if mode == "ISTIO_MUTUAL" and tls.get("credentialName"):
         out.error(join(path, "tls.credentialName"), "ISTIO_MUTUAL uses the gateway's workload certificate")
-    if protocol == "TLS" and mode in (*_TERMINATING, "ISTIO_MUTUAL"):
-        out.warn(
-            join(path, "tls.mode"),
-            f"{mode} on a TLS server (termination of non-HTTP traffic) is not "
-            "served by Mizzen yet; this server is left out",
-        )
     if protocol in ("HTTPS", "TLS") and mode == "AUTO_PASSTHROUGH":
         out.warn(join(path, "tls.mode"), f"{mode} is not served by Mizzen yet; this server is left out")
 

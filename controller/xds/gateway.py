@@ -11,10 +11,13 @@ that Gateway port to, when one does (Istio's Gateway port is the Service port) -
 - TLS ``PASSTHROUGH``: filter chains by SNI from the bound VirtualServices' ``tls`` rules, bytes untouched.
 - TCP: the bound VirtualServices' ``tcp`` rules.
 
-- HTTPS with ``credentialName`` (TLS mode SIMPLE): TLS terminated by the gateway with the certificate of
-  the Kubernetes Secret of that name in the Gateway's namespace, a filter chain per server chosen by SNI,
-  then HTTP routing as above (RouteConfiguration ``https.<port>.<server>.<gateway>``). A server whose
-  Secret is missing or holds no certificate and key is left out, and said so in the log.
+- HTTPS: TLS terminated by the gateway, a filter chain per server chosen by SNI, then HTTP routing as
+  above (RouteConfiguration ``https.<port>.<server>.<gateway>``). SIMPLE, MUTUAL and OPTIONAL_MUTUAL
+  present the certificate of the Kubernetes Secret ``credentialName`` in the Gateway's namespace; the
+  mutual modes check clients against its ``ca.crt`` (or the Secret ``<credentialName>-cacert``) and
+  ``subjectAltNames``. ISTIO_MUTUAL presents the gateway's workload certificate and checks clients
+  against the mesh root. A server whose Secret is missing or incomplete is left out, and said so in
+  the log.
 
 The gateway's clusters are its scope's outbound clusters (every service its namespace can see).
 """
@@ -178,21 +181,23 @@ class _Build:
         self._put(LISTENER, f"0.0.0.0_{port}", _listener(port, [chain]))
 
     def _https(self, port: int, servers: list[tuple[Gateway, Server]]) -> None:
+        """Servers that terminate TLS: HTTPS routes HTTP as above, TLS the bound ``tcp`` routes."""
         chains = []
         for i, (gw, server) in enumerate(servers):
             tls = server.tls
             assert tls is not None
-            socket, why = self._termination(gw, tls) if server.protocol == MeshProtocol.HTTPS else (None, "")
-            if server.protocol != MeshProtocol.HTTPS:
-                why = "TLS termination of non-HTTP traffic"
-            if socket is None:
+            socket, why = self._termination(gw, tls, http=server.protocol == MeshProtocol.HTTPS)
+            chain = None
+            if socket is not None:
+                if server.protocol == MeshProtocol.HTTPS:
+                    chain = self._https_chain(port, i, gw, server)
+                else:
+                    chain = self._terminated_tcp(gw, server)
+                    why = "a VirtualService bound to it with a tcp route for its port"
+            if chain is None:
                 log.warning("gateway server not served", gateway=gw.name, port=server.number, missing=why)
                 continue
-            name = f"https.{port}.{server.name or i}.{gw.meta.name}.{gw.meta.namespace}"
-            self._put(ROUTE, name, rds.route_configuration(name, self._vhosts(port, [(gw, server)])))
-            chain = listener_components_pb2.FilterChain(
-                name=name, filters=[lds.hcm_filter(self._manager(port, name))]
-            )
+            assert socket is not None
             names = [h.host for h in server.hosts if h.host != "*"]
             if names:
                 chain.filter_chain_match.server_names.extend(names)
@@ -208,12 +213,39 @@ class _Build:
         )
         self._put(LISTENER, listener.name, listener)
 
-    def _termination(self, gw: Gateway, tls: ServerTls) -> tuple[base_pb2.TransportSocket | None, str]:
+    def _https_chain(
+        self, port: int, i: int, gw: Gateway, server: Server
+    ) -> listener_components_pb2.FilterChain:
+        name = f"https.{port}.{server.name or i}.{gw.meta.name}.{gw.meta.namespace}"
+        self._put(ROUTE, name, rds.route_configuration(name, self._vhosts(port, [(gw, server)])))
+        return listener_components_pb2.FilterChain(
+            name=name, filters=[lds.hcm_filter(self._manager(port, name))]
+        )
+
+    def _terminated_tcp(self, gw: Gateway, server: Server) -> listener_components_pb2.FilterChain | None:
+        """A TLS server's decrypted bytes go where the first bound VirtualService's ``tcp`` rule for its
+        port sends them (as Istio routes a terminated TLS server)."""
+        client = l4.Client(gw.meta.namespace, self.labels, gw.name)
+        for vs in _bound(self.snapshot, gw):
+            if not _served_hosts(server, vs):
+                continue
+            own = functools.partial(_own_port, self.reg, server.number)
+            found = l4.chains(vs.hosts[0], server.number, vs, client, tls=False, own_port=own, fallback=False)
+            if found:
+                chain = l4.filter_chain(found[0])
+                chain.name = f"tls.{server.number}.{server.name}.{gw.meta.name}.{gw.meta.namespace}"
+                return chain
+        return None
+
+    def _termination(
+        self, gw: Gateway, tls: ServerTls, *, http: bool
+    ) -> tuple[base_pb2.TransportSocket | None, str]:
         """The server side of a terminating server's TLS, or (None, what is missing)."""
+        alpn = ("http/1.1",) if http else ()
         if tls.mode == "ISTIO_MUTUAL":
             # The gateway's own workload certificate, clients checked against the mesh's root: a client
             # from another mesh of the same root (an east-west gateway) or a sidecar.
-            return _downstream_tls(tls, cert=None, require=True), ""
+            return _downstream_tls(tls, cert=None, require=True, alpn=alpn), ""
         if tls.mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
             return None, f"TLS mode {tls.mode} on a terminating server"
         where = gw.meta.namespace
@@ -230,7 +262,8 @@ class _Build:
                     f"a CA certificate for {tls.mode} (ca.crt in Secret {where}/{tls.credential_name}, "
                     f"or Secret {where}/{tls.credential_name}-cacert)"
                 )
-        return _downstream_tls(tls, cert=(secret.cert, secret.key), ca=ca, require=tls.mode == "MUTUAL"), ""
+        cert = (secret.cert, secret.key)
+        return _downstream_tls(tls, cert=cert, ca=ca, require=tls.mode == "MUTUAL", alpn=alpn), ""
 
     def _manager(self, port: int, rds_name: str) -> Any:
         manager = lds.http_manager(f"outbound_0.0.0.0_{port}", rds_name=rds_name, policies=True)
@@ -317,7 +350,12 @@ _TLS_VERSIONS = {"TLSV1_2": common_pb2.TlsParameters.TLSv1_2, "TLSV1_3": common_
 
 
 def _downstream_tls(
-    tls: ServerTls, *, cert: tuple[bytes, bytes] | None, ca: bytes = b"", require: bool = False
+    tls: ServerTls,
+    *,
+    cert: tuple[bytes, bytes] | None,
+    ca: bytes = b"",
+    require: bool = False,
+    alpn: tuple[str, ...] = (),
 ) -> base_pb2.TransportSocket:
     """The server side of TLS: with a credential's certificate (and client CA for mutual TLS) given
     inline -- the proxy keeps them in its secret store; the controller's debug dumps redact the key -- or,
@@ -336,7 +374,7 @@ def _downstream_tls(
         common.CopyFrom(security.mesh_common((), tls.subject_alt_names))
     if require:
         ctx.require_client_certificate.value = True
-    common.alpn_protocols.append("http/1.1")
+    common.alpn_protocols.extend(alpn)
     if tls.min_version in _TLS_VERSIONS:
         common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_version]
     if tls.max_version in _TLS_VERSIONS:

@@ -68,11 +68,13 @@ def chains(
     subnets: tuple[str, ...] = (),
     idle_for: Callable[[str, str | None, int], Duration | None] | None = None,
     own_port: Callable[[str, int | None], int] | None = None,
+    fallback: bool = True,
 ) -> list[TcpChain]:
     """The chains of one service port: ``tls`` rules when the port carries TLS, else ``tcp`` rules, else
     one chain to the service. ``shared``: the port's listener is ``0.0.0.0_<port>`` (no VIP), where a TLS
     service without rules is told from others by SNI, its host name, and a TCP one by its ``subnets`` (a
-    ServiceEntry's address ranges). ``own_port`` picks a destination's port when a rule gives none."""
+    ServiceEntry's address ranges). ``own_port`` picks a destination's port when a rule gives none.
+    Without ``fallback``, only what rules say: no chain to the service itself when none applies."""
     stat = outbound_name(port, None, host)
     rules: Sequence[TCPRoute] = ((vs.tls if tls else vs.tcp) if vs is not None else ()) or ()
     out: list[TcpChain] = []
@@ -107,7 +109,7 @@ def chains(
                 continue
             seen.add(chain.key)
             out.append(chain)
-    if not out and not (tls and rules):
+    if not out and fallback and not (tls and rules):
         idle = idle_for(host, None, port) if idle_for is not None else None
         sni = (host,) if tls and shared else ()
         out.append(TcpChain(stat, ((stat, 100),), subnets if shared and not sni else (), sni, idle))
@@ -126,7 +128,7 @@ def tcp_proxy_filter(chain: TcpChain) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=any_of(proxy))
 
 
-def _filter_chain(chain: TcpChain) -> listener_components_pb2.FilterChain:
+def filter_chain(chain: TcpChain) -> listener_components_pb2.FilterChain:
     out = listener_components_pb2.FilterChain(filters=[tcp_proxy_filter(chain)])
     match = out.filter_chain_match
     for cidr in chain.subnets:
@@ -151,12 +153,12 @@ def listener(
             socket_address=address_pb2.SocketAddress(address=address, port_value=port)
         ),
         traffic_direction=base_pb2.OUTBOUND,
-        filter_chains=[_filter_chain(c) for c in port_chains],
+        filter_chains=[filter_chain(c) for c in port_chains],
     )
     out.bind_to_port.value = False
     if fallback is not None:
         rest = TcpChain(fallback, ((fallback, 1),))
-        out.default_filter_chain.CopyFrom(_filter_chain(rest))
+        out.default_filter_chain.CopyFrom(filter_chain(rest))
         out.default_filter_chain.name = f"{address}_{port}-fallthrough"
     if any(c.sni for c in port_chains):
         out.listener_filters.append(

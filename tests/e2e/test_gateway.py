@@ -45,6 +45,9 @@ spec:
   - port: {number: 8445, name: https-mutual, protocol: HTTPS}
     hosts: [partner.example.com]
     tls: {mode: MUTUAL, credentialName: mutual-cert, subjectAltNames: ["spiffe://partner.example/ns/shop/sa/buyer"]}
+  - port: {number: 9443, name: tls-db, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: SIMPLE, credentialName: secure-cert}
   - port: {number: 8446, name: https-optional, protocol: HTTPS}
     hosts: [partner.example.com]
     tls: {mode: OPTIONAL_MUTUAL, credentialName: secure-cert}
@@ -184,6 +187,16 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
+metadata: {name: tls-terminated}
+spec:
+  hosts: [db.example.com]
+  gateways: [ingress]
+  tcp:
+  - match: [{port: 9443}]
+    route: [{destination: {host: tcp-b, port: {number: 7000}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
 metadata: {name: tcp}
 spec:
   hosts: ["*"]
@@ -231,6 +244,15 @@ def test_tls_passthrough_by_sni(mesh: SmallMesh) -> None:
 def test_tcp_server(mesh: SmallMesh) -> None:
     answers = mesh.stream("browser", mesh.ip("ingress"), 9000, n=3)
     assert [a.split(" saw ")[0] for a in answers] == ["tcp-b"] * 3
+
+
+def test_tls_terminated_then_routed_as_tcp(mesh: SmallMesh) -> None:
+    # A TLS server in mode SIMPLE: the gateway ends TLS, and the bound tcp route takes the bytes on.
+    answer = mesh.stream("browser", mesh.ip("ingress"), 9443, sni="db.example.com", send="select 1")[0]
+    assert answer.startswith("tcp-b saw "), answer
+    # Not by SNI alone: a name the server does not serve finds no chain.
+    other = mesh.stream("browser", mesh.ip("ingress"), 9443, sni="other.example.com", send="select 1")[0]
+    assert not other.startswith("tcp-b"), other
 
 
 def test_workers_share_the_ports(mesh: SmallMesh) -> None:

@@ -239,7 +239,9 @@ def test_strict_leaves_nothing_for_plain_text() -> None:
     assert chosen is not None and chosen.tls is not None
 
 
-def gateway_chains(*servers: dict[str, Any], secrets: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+def gateway_chains(
+    *servers: dict[str, Any], secrets: tuple[dict[str, Any], ...] = (), extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The filter chains of the listener on port 443 the controller gives a gateway, as its proxy compiled
     them (config the proxy would refuse fails here)."""
     from controller.model.values import FrozenMap
@@ -252,7 +254,14 @@ def gateway_chains(*servers: dict[str, Any], secrets: tuple[dict[str, Any], ...]
         "metadata": {"name": "gw", "namespace": "edge"},
         "spec": {"selector": {"istio": "ingressgateway"}, "servers": list(servers)},
     }
-    state.load({"Namespace": [{"metadata": {"name": "edge"}}], "Gateway": [gateway], "Secret": list(secrets)})
+    state.load(
+        {
+            "Namespace": [{"metadata": {"name": "edge"}}],
+            "Gateway": [gateway],
+            "Secret": list(secrets),
+            **(extra or {}),
+        }
+    )
     out = gateway_resources(Translator(state.snapshot).registry, FrozenMap({"istio": "ingressgateway"}), None)
     body = out[LISTENER].get("0.0.0.0_443")
     if body is None:
@@ -302,3 +311,24 @@ def test_gateway_mutual_tls_modes_reach_the_proxy() -> None:
     assert istio.tls is not None and istio.tls.require_client_certificate
     assert (istio.tls.common.cert_sds, istio.tls.common.roots_sds) == ("default", "ROOTCA")
     assert istio.tls.common.alpn == ("http/1.1",)
+    # TLS: terminated, then the bound VirtualService's tcp route for the port (no HTTP ALPN offered).
+    tcp_server = {
+        **server("SIMPLE", credentialName="a-cert"),
+        "port": {"number": 443, "name": "t", "protocol": "TLS"},
+    }
+    assert gateway_chains(tcp_server, secrets=(secret,)) == {}  # nothing bound: left out
+    bound = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "db", "namespace": "edge"},
+        "spec": {
+            "hosts": ["a.example"],
+            "gateways": ["gw"],
+            "tcp": [
+                {"match": [{"port": 443}], "route": [{"destination": {"host": "db.edge.svc.cluster.local"}}]}
+            ],
+        },
+    }
+    [tcp] = gateway_chains(tcp_server, secrets=(secret,), extra={"VirtualService": [bound]}).values()
+    assert tcp.tls is not None and tcp.tls.common.alpn == () and tcp.http is None
+    assert tcp.tcp_proxy is not None and tcp.match.server_names == ("a.example",)
