@@ -90,6 +90,7 @@ class Retry(msgspec.Struct, frozen=True, gc=False):
     attempts: int
     per_try_timeout: Duration | None
     retry_on: str
+    backoff: Duration | None = None  # the base interval of the jittered exponential backoff (25 ms unset)
 
 
 class Rewrite(msgspec.Struct, frozen=True, gc=False):
@@ -204,6 +205,7 @@ def _retry(raw: Mapping[str, Any] | None) -> Retry | None:
         attempts=int(raw.get("attempts") or 0),
         per_try_timeout=duration_or_none(raw.get("perTryTimeout")),
         retry_on=str(raw.get("retryOn") or DEFAULT_RETRY_ON),
+        backoff=duration_or_none(raw.get("backoff")),
     )
 
 

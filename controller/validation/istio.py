@@ -111,7 +111,7 @@ RETRIES = obj(
         "perTryTimeout": duration(),
         "retryOn": string(),
         "retryRemoteLocalities": Unsupported(),
-        "backoff": Unsupported(),
+        "backoff": duration(positive=True),
     }
 )
 

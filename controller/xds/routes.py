@@ -195,6 +195,9 @@ def retry_policy(route: HTTPRoute) -> rc.RetryPolicy | None:
     policy.num_retries.value = retries.attempts if retries else DEFAULT_RETRY_ATTEMPTS
     if retries is not None and retries.per_try_timeout is not None:
         policy.per_try_timeout.CopyFrom(proto_duration(retries.per_try_timeout))
+    if retries is not None and retries.backoff is not None:
+        # Envoy's jittered exponential backoff from this base, capped at ten times it (Envoy's default).
+        policy.retry_back_off.base_interval.CopyFrom(proto_duration(retries.backoff))
     if "retriable-status-codes" in policy.retry_on:
         policy.retriable_status_codes.append(503)
     return policy

@@ -241,6 +241,19 @@ def test_mirror_headers_redirect_direct_response_and_rewrite() -> None:
     assert api["response_headers_to_add"] == [{"header": {"key": "x-c", "value": "3"}}]
 
 
+def test_retries_with_a_backoff() -> None:
+    rule = {"route": [DEST], "retries": {"attempts": 4, "perTryTimeout": "2s", "backoff": "200ms"}}
+    t = translator(vs([rule]))
+    [route] = vhost(resources(t), "9080", REVIEWS)["routes"]
+    policy = route["route"]["retry_policy"]
+    assert policy["num_retries"] == 4 and policy["per_try_timeout"] == "2s"
+    assert policy["retry_back_off"] == {"base_interval": "0.200s"}
+    # The sidecar waits from that base (jittered, doubling, capped at ten times it, as Envoy).
+    cfg = compile_in_proxy(t.proxy_resources(node()))
+    retry = cfg.routes["9080"].vhost(b"reviews:9080").routes[0].action.retry
+    assert (retry.num_retries, retry.base_interval, retry.max_interval) == (4, 0.2, 2.0)
+
+
 def test_match_conditions_decided_for_the_client_and_inverted_headers() -> None:
     http = [
         {"match": [{"sourceLabels": {"version": "canary"}}], "route": [{"destination": {"host": "ratings"}}]},
