@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from controller.ca.service import CaMetrics
 from controller.metrics import Metrics
 from controller.model.snapshot import MeshState, SnapshotUpdate
 from controller.model.values import ResourceKey
@@ -56,6 +57,9 @@ class Controller:
         self.ca = ca  # controller.ca.setup.CaRuntime: certificates for sidecars, on the xDS ports
         self.secure_port = secure_port  # xDS + CA over TLS (15012), with the CA's serving certificate
         self.metrics = Metrics()
+        if ca is not None:
+            # The CA's counters (citadel_server_*) on the controller's metrics port, as istiod's.
+            ca.service.metrics = CaMetrics(self.metrics.registry)
         self.push_log = PushLog()
         self.tap = TapHub()  # sidecars' tap channels: `mizzen tap` and the dashboard's tap view
         self.state = MeshState()

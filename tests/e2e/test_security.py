@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.prom import value
 from support.proxyproc import free_port
 from support.sidecarboot import injected_bootstrap
 from support.wire import Capture, streams, tls_records
@@ -533,6 +534,13 @@ def test_rotation_under_load_drops_nothing(mesh: Mesh) -> None:
     after = (mesh.work / "server.log").read_text().count("certificate installed")
     assert after - before >= 3, "the server's certificate did not rotate"
     assert total >= 100 and failures == [], failures[:5]
+    # The controller counts what its CA did on its metrics port (istiod's citadel_server_* counters).
+    text = _get(f"http://127.0.0.1:{mesh.debug_port}/metrics")[1]
+    asked, issued = (
+        value(text, "citadel_server_csr_count_total"),
+        value(text, "citadel_server_success_cert_issuance_count_total"),
+    )
+    assert issued >= after and asked >= issued, text
 
 
 def test_ca_away_traffic_flows_until_certificates_expire(mesh: Mesh) -> None:
