@@ -493,6 +493,8 @@ class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
     # What the servers' certificates must name: checked over mesh mTLS to its endpoints, and over
     # DestinationRule SIMPLE/MUTUAL TLS unless the rule names its own.
     subject_alt_names: tuple[str, ...] = ()
+    # The pods of its namespace whose labels match are its endpoints (instead of ``endpoints``).
+    workload_selector: FrozenMap[str] | None = None
 
     @property
     def key(self) -> ResourceKey:
@@ -530,6 +532,11 @@ def build_service_entry(raw: Mapping[str, Any]) -> ServiceEntry:
         ),
         export_to=resolve_export_to(str_tuple(spec.get("exportTo")), meta.namespace),
         subject_alt_names=str_tuple(spec.get("subjectAltNames")),
+        workload_selector=(
+            str_map((spec.get("workloadSelector") or {}).get("labels"))
+            if spec.get("workloadSelector")
+            else None
+        ),
     )
 
 

@@ -604,6 +604,15 @@ def _check_service_entry(spec: Mapping[str, Any], path: str, out: Issues) -> Non
         for name in ep.get("ports") or {}:
             if name not in names:
                 out.error(f"endpoints[{i}].ports[{name}]", "names no port of this ServiceEntry")
+    if spec.get("workloadSelector"):
+        if endpoints:
+            out.error("workloadSelector", "endpoints and workloadSelector cannot both be set")
+        if resolution != "STATIC":
+            out.error(
+                "resolution", "must be STATIC with a workloadSelector (its endpoints are pod addresses)"
+            )
+        if (spec.get("location") or "MESH_EXTERNAL") != "MESH_INTERNAL":
+            out.error("location", "must be MESH_INTERNAL with a workloadSelector (it selects mesh workloads)")
 
 
 SERVICE_ENTRY = obj(
@@ -614,7 +623,7 @@ SERVICE_ENTRY = obj(
         "location": string(enum=("MESH_EXTERNAL", "MESH_INTERNAL")),
         "resolution": string(enum=("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")),
         "endpoints": list_of(WORKLOAD_ENTRY),
-        "workloadSelector": Unsupported("WorkloadEntry selection"),
+        "workloadSelector": obj({"labels": Field(map_of(string()), required=True)}),
         "exportTo": list_of(string()),
         "subjectAltNames": list_of(string(non_empty=True)),
     },

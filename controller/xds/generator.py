@@ -29,7 +29,7 @@ from controller.xds import listeners as lds
 from controller.xds import routes as rds
 from controller.xds import tcp as l4
 from controller.xds.node import ProxyNode
-from controller.xds.registry import MeshService, Registry
+from controller.xds.registry import MeshService, Registry, selected_pods
 from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, make_resource
 from controller.xds.scope import Scope, ScopeKey, find_pod, scope_of, source_label_keys
 from mizzen import logs
@@ -141,6 +141,11 @@ class ScopeView:
                 }
             )
             pods = tuple((k.name, snapshot.revision(k)) for k in refs)
+        elif svc.source.kind == "ServiceEntry":
+            entry = snapshot.get(svc.source)
+            if entry is not None and entry.workload_selector is not None:
+                # The pods its workloadSelector picks are its endpoints.
+                pods = tuple((p.name, snapshot.revision(p.key)) for p in selected_pods(snapshot, entry))
         # A VirtualService route may name another host's port implicitly: its port list is an input; so are
         # the destinations' DestinationRules (their consistent hash goes on the routes), and delegates.
         dest_ports: tuple[Any, ...] = ()

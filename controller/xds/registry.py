@@ -14,7 +14,7 @@ import msgspec
 
 from controller.model.hosts import DEFAULT_DOMAIN, host_matches, is_wildcard, service_hostname, visible_to
 from controller.model.istio import DestinationRule, ServiceEntry, VirtualService
-from controller.model.kube import Service
+from controller.model.kube import Pod, Service
 from controller.model.protocol import MeshProtocol
 from controller.model.snapshot import ConfigChange, MeshSnapshot
 from controller.model.values import FrozenMap, ResourceKey
@@ -89,6 +89,19 @@ def service_entry_views(se: ServiceEntry) -> tuple[MeshService, ...]:
         )
         for host in se.hosts
     )
+
+
+def selected_pods(snapshot: MeshSnapshot, se: ServiceEntry) -> list[Pod]:
+    """The pods a ServiceEntry's workloadSelector picks: running, addressed, in its namespace, by address."""
+    selector = se.workload_selector
+    if selector is None:
+        return []
+    pods = [
+        p
+        for p in snapshot.objects("Pod")
+        if p.namespace == se.meta.namespace and p.ip and p.phase == "Running" and p.labels.matches(selector)
+    ]
+    return sorted(pods, key=lambda p: p.ip)
 
 
 class Registry:
@@ -265,6 +278,13 @@ class Registry:
         if se is None:
             return []
         target = port.target_port if isinstance(port.target_port, int) else port.port
+        if se.workload_selector is not None:
+            # Istio's selection of pods by a ServiceEntry: the running pods of its namespace whose labels
+            # match, at their pod address and the port's target port.
+            return [
+                LbEndpoint(str(pod.ip), target, HEALTHY, pod.labels, "", None)
+                for pod in selected_pods(self.snapshot, se)
+            ]
         out = [
             LbEndpoint(
                 e.address, e.ports.get(port.name, target), HEALTHY, e.labels, e.locality or "", e.weight
@@ -303,14 +323,23 @@ class Registry:
                     patterns.update(self._routing_to(o.host))
             return self._expand(patterns)
         if kind == "Pod":
-            # Labels pick subsets: every service selecting the pod (before or after) is touched.
+            # Labels pick subsets: every service selecting the pod (before or after) is touched, and
+            # every ServiceEntry whose workloadSelector does (the pod is, or was, one of its endpoints).
             hosts: set[str] = set()
+            entries = [
+                se
+                for se in self.snapshot.objects("ServiceEntry")
+                if se.workload_selector is not None and se.meta.namespace == key.namespace
+            ]
             for o in (old, new):
                 if o is None:
                     continue
                 for svc in self.snapshot.services():
                     if svc.namespace == key.namespace and svc.selector and o.labels.matches(svc.selector):  # type: ignore[attr-defined]
                         hosts.add(svc.hostname)
+                for se in entries:
+                    if o.labels.matches(se.workload_selector):  # type: ignore[attr-defined]
+                        hosts.update(se.hosts)
             return hosts
         return ()
 

@@ -45,6 +45,7 @@ from controller.model.security import (
 )
 from controller.model.snapshot import MeshSnapshot
 from controller.model.values import FrozenMap
+from controller.xds.registry import selected_pods
 from controller.xds.resources import any_of
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -213,6 +214,12 @@ def outbound_inputs(
     else:
         entry = snapshot.get(source)
         sans = declared = entry.subject_alt_names if entry is not None else ()
+        if entry is not None and entry.workload_selector is not None:
+            # Its endpoints are pods: they run as their service accounts, as a Service's do.
+            accounts = {
+                spiffe(domain, p.namespace, p.service_account) for p in selected_pods(snapshot, entry)
+            }
+            sans = tuple(sorted(accounts | set(declared)))
     return sans, not namespace_mtls_disabled(snapshot, namespace), declared
 
 

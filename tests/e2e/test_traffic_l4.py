@@ -185,6 +185,16 @@ spec:
   location: MESH_EXTERNAL
   ports: [{{number: 80, name: http, protocol: HTTP}}]
   resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: selected}}
+spec:
+  hosts: [selected.test]
+  location: MESH_INTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: 9080}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: web}}}}
 """,
     )
     # The client resolves these names to an address where nothing listens: the sidecar routes by Host to
@@ -192,6 +202,9 @@ spec:
     for host in ("dns.test", "static.test", "internal.test"):
         reply = mesh.http("client", "http://nowhere.test/", headers={"host": host})[0]
         assert (reply.status, reply.served_by, reply.json["headers"]["host"]) == (200, "ext", host), host
+    # workloadSelector: the pods it selects are its endpoints, on the port's target port.
+    reply = mesh.http("client", "http://nowhere.test/", headers={"host": "selected.test"})[0]
+    assert (reply.status, reply.served_by) == (200, "web"), reply
     # NONE: the original destination the client connected to.
     reply = mesh.http("client", f"http://{ext}/", headers={"host": "none.test"})[0]
     assert reply.served_by == "ext"

@@ -332,3 +332,73 @@ def test_gateway_mutual_tls_modes_reach_the_proxy() -> None:
     [tcp] = gateway_chains(tcp_server, secrets=(secret,), extra={"VirtualService": [bound]}).values()
     assert tcp.tls is not None and tcp.tls.common.alpn == () and tcp.http is None
     assert tcp.tcp_proxy is not None and tcp.match.server_names == ("a.example",)
+
+
+def test_a_service_entry_selecting_pods_follows_them() -> None:
+    from controller.sources.base import Change
+
+    def pod(name: str, ip: str, labels: dict[str, str], account: str = "vm") -> dict[str, Any]:
+        return {
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "labels": labels},
+            "spec": {"serviceAccountName": account, "containers": [{"name": "c"}]},
+            "status": {"podIP": ip, "phase": "Running"},
+        }
+
+    meshed = {"app": "legacy", "security.istio.io/tlsMode": "istio"}
+    entry = {
+        "kind": "ServiceEntry",
+        "metadata": {"name": "legacy", "namespace": "shop"},
+        "spec": {
+            "hosts": ["legacy.shop.internal"],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP", "targetPort": 8080}],
+            "workloadSelector": {"labels": {"app": "legacy"}},
+        },
+    }
+    state = MeshState()
+    update = state.load(
+        {
+            "Namespace": [{"metadata": {"name": "shop"}}],
+            "ServiceEntry": [entry],
+            "Pod": [
+                pod("a", "10.0.1.1", meshed),
+                pod("b", "10.0.1.2", meshed),
+                pod("c", "10.0.1.3", {"app": "x"}),
+            ],
+        }
+    )
+    translator = Translator(update.snapshot)
+    key = ScopeKey("shop", None, False)
+    name = "outbound|80||legacy.shop.internal"
+
+    def compiled() -> tuple[Any, Any]:
+        view = translator.view(key)
+        c = cluster_pb2.Cluster.FromString(view.resources[CLUSTER][name].body)
+        e = endpoint_pb2.ClusterLoadAssignment.FromString(view.resources[ENDPOINT][name].body)
+        return compile_cluster(c), compile_endpoints(e)
+
+    cluster, endpoints = compiled()
+    assert sorted((e.host, e.port) for e in endpoints) == [("10.0.1.1", 8080), ("10.0.1.2", 8080)]
+    # The pods run as their service account: that is who the sidecar accepts at the other end.
+    tls = cluster.tls_for(endpoints[0])
+    assert tls is not None and tls.common.san is not None
+    assert tls.common.san.exact == {"spiffe://cluster.local/ns/shop/sa/vm"}
+    # A pod that stops matching leaves, one that starts matching joins: the pod's change alone does it.
+    update = state.apply(
+        [
+            Change("Pod", "shop/b", "MODIFIED", pod("b", "10.0.1.2", {"app": "other"})),  # type: ignore[arg-type]
+            Change("Pod", "shop/c", "MODIFIED", pod("c", "10.0.1.3", {"app": "legacy"}, "batch")),  # type: ignore[arg-type]
+        ]
+    )
+    summary = translator.update(update.snapshot, update.changes)
+    assert name in summary.scopes[key][ENDPOINT]
+    cluster, endpoints = compiled()
+    assert sorted(e.host for e in endpoints) == ["10.0.1.1", "10.0.1.3"]
+    tls = cluster.tls_for(endpoints[0])
+    assert tls is not None and tls.common.san is not None
+    assert tls.common.san.exact == {
+        "spiffe://cluster.local/ns/shop/sa/vm",
+        "spiffe://cluster.local/ns/shop/sa/batch",
+    }

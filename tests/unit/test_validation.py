@@ -179,6 +179,17 @@ def test_service_entry_checks() -> None:
         "ServiceEntry default/ext: endpoints[0].address: resolution STATIC needs an IP address",
         "ServiceEntry default/ext: endpoints[0].ports[pg]: names no port of this ServiceEntry",
     ]
+    selecting = {**raw["spec"], "workloadSelector": {"labels": {"app": "db"}}, "resolution": "DNS"}
+    assert messages({**raw, "spec": selecting}) == [
+        "ServiceEntry default/ext: endpoints[0].ports[pg]: names no port of this ServiceEntry",
+        "ServiceEntry default/ext: workloadSelector: endpoints and workloadSelector cannot both be set",
+        "ServiceEntry default/ext: resolution: must be STATIC with a workloadSelector (its endpoints are pod "
+        "addresses)",
+        "ServiceEntry default/ext: location: must be MESH_INTERNAL with a workloadSelector (it selects mesh "
+        "workloads)",
+    ]
+    good = {**selecting, "resolution": "STATIC", "location": "MESH_INTERNAL", "endpoints": []}
+    assert messages({**raw, "spec": good}) == [] and messages({**raw, "spec": good}, "warning") == []
 
 
 def test_sidecar_egress_host_format() -> None:
