@@ -543,11 +543,23 @@ def build_service_entry(raw: Mapping[str, Any]) -> ServiceEntry:
 # --- Sidecar ------------------------------------------------------------------------------------------------
 
 
+class SidecarIngress(msgspec.Struct, frozen=True, gc=False):
+    """One ``ingress`` listener: traffic to ``port`` goes to ``endpoint`` (``defaultEndpoint``), an
+    (address, port) where the address is 127.0.0.1, or None for the pod's own address ("0.0.0.0")."""
+
+    port: int
+    protocol: MeshProtocol
+    endpoint_host: str | None
+    endpoint_port: int | None  # None: no defaultEndpoint, the same port at the original destination
+
+
 class Sidecar(msgspec.Struct, frozen=True, gc=False):
     meta: ObjectMeta
     workload_selector: FrozenMap[str] | None  # None: every workload of the namespace
     egress_hosts: tuple[str, ...]  # "namespace/host" patterns; empty: no egress listener given
     outbound_traffic_policy: str | None  # ALLOW_ANY, REGISTRY_ONLY, or None for the mesh default
+    # Inbound ports declared by the Sidecar: when set, the workload's inbound side is exactly these.
+    ingress: tuple[SidecarIngress, ...] = ()
 
     @property
     def key(self) -> ResourceKey:
@@ -562,9 +574,23 @@ def build_sidecar(raw: Mapping[str, Any]) -> Sidecar:
     for egress in spec.get("egress") or ():
         hosts.extend(str(h) for h in egress.get("hosts") or ())
     mode = (spec.get("outboundTrafficPolicy") or {}).get("mode")
+    ingress = []
+    for listener in spec.get("ingress") or ():
+        port = listener.get("port") or {}
+        endpoint = str(listener.get("defaultEndpoint") or "")
+        host, _, target = endpoint.rpartition(":")
+        ingress.append(
+            SidecarIngress(
+                port=int(port.get("number") or 0),
+                protocol=parse_protocol(str(port.get("protocol") or "TCP")),
+                endpoint_host="127.0.0.1" if host == "127.0.0.1" else None,
+                endpoint_port=int(target) if endpoint else None,
+            )
+        )
     return Sidecar(
         meta=meta,
         workload_selector=str_map(selector.get("labels")) if selector else None,
         egress_hosts=tuple(hosts),
         outbound_traffic_policy=str(mode) if mode else None,
+        ingress=tuple(ingress),
     )

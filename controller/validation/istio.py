@@ -643,6 +643,20 @@ def _egress_host() -> Any:
     return check
 
 
+def _default_endpoint() -> Any:
+    def check(value: Any, path: str, out: Issues) -> None:
+        host, sep, port = str(value).rpartition(":")
+        if not sep or host not in ("127.0.0.1", "0.0.0.0") or not port.isdigit() or not 0 < int(port) < 65536:
+            out.error(
+                path,
+                "must be 127.0.0.1:PORT (the app on loopback) or 0.0.0.0:PORT (the pod's address); "
+                f"got {value!r}"
+                + (" (unix sockets are not supported)" if str(value).startswith("unix://") else ""),
+            )
+
+    return check
+
+
 SIDECAR = obj(
     {
         "workloadSelector": obj({"labels": Field(map_of(string()), required=True)}),
@@ -656,7 +670,28 @@ SIDECAR = obj(
                 }
             )
         ),
-        "ingress": Unsupported(),
+        "ingress": list_of(
+            obj(
+                {
+                    "port": Field(
+                        obj(
+                            {
+                                "number": Field(port_number(), required=True),
+                                "protocol": Field(string(enum=PROTOCOLS), required=True),
+                                "name": string(),
+                                "targetPort": port_number(),
+                            }
+                        ),
+                        required=True,
+                    ),
+                    "defaultEndpoint": _default_endpoint(),
+                    "bind": Unsupported(),
+                    "captureMode": Unsupported(),
+                    "tls": Unsupported("TLS termination of inbound ports"),
+                    "connectionPool": Unsupported(),
+                }
+            )
+        ),
         "outboundTrafficPolicy": obj(
             {"mode": string(enum=("REGISTRY_ONLY", "ALLOW_ANY")), "egressProxy": Unsupported()}
         ),

@@ -8,8 +8,9 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controller.model.istio import TrafficPolicy
 from controller.model.protocol import MeshProtocol
+from controller.model.values import FrozenMap
 from controller.xds import cluster_policies as policies
-from controller.xds.registry import LbEndpoint, MeshService
+from controller.xds.registry import HEALTHY, LbEndpoint, MeshService
 from controller.xds.resources import proto_duration, u32
 from controller.xds.security import endpoint_metadata
 
@@ -62,10 +63,21 @@ def inbound_passthrough_cluster() -> cluster_pb2.Cluster:
     return _original_dst(INBOUND_PASSTHROUGH, bind_source=INBOUND_SOURCE)
 
 
-def inbound_cluster(port: int, protocol: MeshProtocol | None = None) -> cluster_pb2.Cluster:
-    """``inbound|<port>||``: to the app on 127.0.0.1 from 127.0.0.6, speaking what the port declares
-    (HTTP/2 to a gRPC app; the client's protocol when the port's protocol is sniffed)."""
+def inbound_cluster(
+    port: int, protocol: MeshProtocol | None = None, endpoint: tuple[str, int] | None = None
+) -> cluster_pb2.Cluster:
+    """``inbound|<port>||``: to the app from 127.0.0.6, at the connection's original destination or at
+    ``endpoint`` (a Sidecar's ``defaultEndpoint``), speaking what the port declares (HTTP/2 to a gRPC
+    app; the client's protocol when the port's protocol is sniffed)."""
     cluster = _original_dst(inbound_name(port), bind_source=INBOUND_SOURCE)
+    if endpoint is not None:
+        cluster.type = cluster_pb2.Cluster.STATIC
+        cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
+        cluster.load_assignment.CopyFrom(
+            load_assignment(
+                inbound_name(port), [LbEndpoint(endpoint[0], endpoint[1], HEALTHY, FrozenMap(), "", None)]
+            )
+        )
     policies.apply_upstream_protocol(cluster, protocol, None, inbound=True)
     return cluster
 

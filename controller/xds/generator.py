@@ -31,7 +31,7 @@ from controller.xds import tcp as l4
 from controller.xds.node import ProxyNode
 from controller.xds.registry import MeshService, Registry, selected_pods
 from controller.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resource, make_resource
-from controller.xds.scope import Scope, ScopeKey, find_pod, scope_of, source_label_keys
+from controller.xds.scope import Scope, ScopeKey, find_pod, scope_of, sidecar_for, source_label_keys
 from mizzen import logs
 
 log = logs.get("xds.generator")
@@ -460,7 +460,17 @@ def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
     pod targets (protocol from that Service port), plus declared container ports (opaque TCP)."""
     out = empty_map()
     ports: dict[int, MeshProtocol] = {}
-    if pod is not None:
+    endpoints: dict[int, tuple[str, int]] = {}
+    sidecar = sidecar_for(snapshot, pod.namespace, pod.labels) if pod is not None else None
+    if pod is not None and sidecar is not None and sidecar.ingress:
+        # A Sidecar's ingress listeners are the workload's inbound side: these ports, to their endpoints.
+        for ingress in sidecar.ingress:
+            ports[ingress.port] = ingress.protocol
+            if ingress.endpoint_port is not None:
+                host = ingress.endpoint_host or pod.ip
+                if host:
+                    endpoints[ingress.port] = (host, ingress.endpoint_port)
+    elif pod is not None:
         named = {p.name: p.port for p in pod.container_ports if p.name}
         for svc in snapshot.services():
             if svc.namespace != pod.namespace or not svc.selector or not pod.labels.matches(svc.selector):
@@ -476,7 +486,9 @@ def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
                 ports.setdefault(cp.port, MeshProtocol.TCP)
     for port, protocol in ports.items():
         name = cds.inbound_name(port)
-        out[CLUSTER][name] = make_resource(CLUSTER, name, cds.inbound_cluster(port, protocol))
+        out[CLUSTER][name] = make_resource(
+            CLUSTER, name, cds.inbound_cluster(port, protocol, endpoints.get(port))
+        )
     listener = lds.virtual_inbound(ports.items(), security.InboundSecurity.for_pod(snapshot, pod))
     if pod is not None:
         telemetry.decorate(listener, resolve_cached(snapshot, pod.namespace, pod.labels, SERVER))
@@ -582,6 +594,12 @@ class Translator:
                     rescoped = None
                 elif rescoped is not None:
                     rescoped.add(change.key.namespace)
+                # Its ingress listeners are the inbound side of the workloads it may cover.
+                pods.update(
+                    p.key
+                    for p in snapshot.objects("Pod")
+                    if change.key.namespace in ("istio-system", p.namespace)
+                )
             elif kind == "Pod":
                 pods.add(change.key)
             elif kind in ("Telemetry", "MeshConfig"):

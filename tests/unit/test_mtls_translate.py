@@ -12,6 +12,7 @@ from envoy.config.listener.v3 import listener_pb2
 from support.meshcerts import credential_secret
 
 from controller.model.snapshot import MeshState
+from controller.sources.base import Change
 from controller.xds import clusters as cds
 from controller.xds import listeners as lds
 from controller.xds import security
@@ -402,3 +403,33 @@ def test_a_service_entry_selecting_pods_follows_them() -> None:
         "spiffe://cluster.local/ns/shop/sa/vm",
         "spiffe://cluster.local/ns/shop/sa/batch",
     }
+
+
+def test_sidecar_ingress_listeners_are_the_inbound_side() -> None:
+    sidecar = {
+        "kind": "Sidecar",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {
+            "workloadSelector": {"labels": {"app": "db"}},
+            "ingress": [
+                {
+                    "port": {"number": 6000, "protocol": "TCP", "name": "tcp"},
+                    "defaultEndpoint": "127.0.0.1:5432",
+                },
+                {
+                    "port": {"number": 7000, "protocol": "HTTP", "name": "http"},
+                    "defaultEndpoint": "0.0.0.0:7001",
+                },
+            ],
+        },
+    }
+    state = mesh()
+    state.apply([Change("Sidecar", "shop/db", "ADDED", sidecar)])  # type: ignore[arg-type]
+    snapshot = state.snapshot
+    out = inbound_resources(snapshot, snapshot.pod("shop", "db-0"))
+    assert set(out[CLUSTER]) == {"inbound|6000||", "inbound|7000||"}  # the Service's 5432 is not among them
+    loopback = compile_cluster(cluster_pb2.Cluster.FromString(out[CLUSTER]["inbound|6000||"].body))
+    pod_ip = compile_cluster(cluster_pb2.Cluster.FromString(out[CLUSTER]["inbound|7000||"].body))
+    assert [(e.host, e.port) for e in loopback.endpoints] == [("127.0.0.1", 5432)]
+    assert [(e.host, e.port) for e in pod_ip.endpoints] == [("10.0.0.7", 7001)]
+    assert loopback.source_address == "127.0.0.6"

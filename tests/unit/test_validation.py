@@ -239,6 +239,22 @@ def test_gateway_tls_modes() -> None:
     ]
 
 
+def test_sidecar_ingress_default_endpoints() -> None:
+    def ingress(endpoint: str) -> list[str]:
+        listener = {"port": {"number": 80, "protocol": "HTTP", "name": "http"}, "defaultEndpoint": endpoint}
+        return messages({"kind": "Sidecar", "metadata": {"name": "s"}, "spec": {"ingress": [listener]}})
+
+    assert ingress("127.0.0.1:8080") == [] and ingress("0.0.0.0:8080") == []
+    assert ingress("unix:///var/run/app.sock") == [
+        "Sidecar default/s: ingress[0].defaultEndpoint: must be 127.0.0.1:PORT (the app on loopback) or "
+        "0.0.0.0:PORT (the pod's address); got 'unix:///var/run/app.sock' (unix sockets are not supported)"
+    ]
+    assert ingress("10.0.0.1:8080") == [
+        "Sidecar default/s: ingress[0].defaultEndpoint: must be 127.0.0.1:PORT (the app on loopback) or "
+        "0.0.0.0:PORT (the pod's address); got '10.0.0.1:8080'"
+    ]
+
+
 def test_security_kinds_are_enforced_and_say_so_only_when_a_policy_cannot_act() -> None:
     raw = {
         "kind": "AuthorizationPolicy",
