@@ -40,13 +40,13 @@ def mesh() -> Iterator[SmallMesh]:
         m.pod("tls-b", {"app": "tls-b"}, tls=443, meshed=False)
         m.pod("ext", {"app": "ext"}, app=(80, 9080), meshed=False)
         m.pod("web", {"app": "web"}, app=9080)
-        m.pod("remap", {"app": "remap"}, app=9080)  # listens on 9080; its Service says 80
+        m.pod("remap", {"app": "remap"}, app=9080)  # listens on 9080; its Service says 8082
         m.service("tcp-b", {"app": "tcp-b"}, {"tcp": 7000})
         m.service("tcp-c", {"app": "tcp-c"}, {"tcp": 7000})
         m.service("ports", {"app": "ports"}, {"tcp-one": 7001, "tcp-two": 7002})
         m.service("tls-a", {"app": "tls-a"}, {"tls": 8443})
         m.service("web", {"app": "web"}, {"http": 9080})
-        m.service("remap", {"app": "remap"}, {"http": 80})
+        m.service("remap", {"app": "remap"}, {"http": 8082})
         m.host("nowhere.test", m.unused_ip())  # resolves, but nothing is there: only the mesh can help
         for name in ("a.tls.test", "b.tls.test", "other.tls.test"):
             m.host(name, pod="tls-b")  # the client resolves all three alike; the SNI decides where they go
@@ -259,8 +259,8 @@ spec:
 
 
 def test_sidecar_ingress_sends_a_port_to_its_default_endpoint(mesh: SmallMesh) -> None:
-    # The app listens on 9080 while its Service (and so its callers) use 80: nothing answers there...
-    assert mesh.http("client", "http://remap/")[0].status == 503
+    # The app listens on 9080 while its Service (and so its callers) use 8082: nothing answers there...
+    assert mesh.http("client", "http://remap:8082/")[0].status == 503
     mesh.apply(
         "remap-ingress",
         """
@@ -270,13 +270,13 @@ metadata: {name: remap}
 spec:
   workloadSelector: {labels: {app: remap}}
   ingress:
-  - port: {number: 80, protocol: HTTP, name: http}
+  - port: {number: 8082, protocol: HTTP, name: http}
     defaultEndpoint: 127.0.0.1:9080
 """,
     )
-    # ...until its Sidecar's ingress listener takes port 80 to the app on loopback, live.
-    reply = mesh.http("client", "http://remap/")[0]
+    # ...until its Sidecar's ingress listener takes port 8082 to the app on loopback, live.
+    reply = mesh.http("client", "http://remap:8082/")[0]
     assert (reply.status, reply.served_by) == (200, "remap"), reply
     assert reply.json["peer"] == "127.0.0.6"  # from its own sidecar, as every inbound request
     mesh.remove("remap-ingress")
-    assert mesh.http("client", "http://remap/")[0].status == 503
+    assert mesh.http("client", "http://remap:8082/")[0].status == 503
