@@ -58,19 +58,19 @@ def _check_server(server: Mapping[str, Any], path: str, out: Issues) -> None:
         out.warn(join(path, "tls.mode"), f"{mode} is not served by Mizzen yet; this server is left out")
 
 
+# Istio's Port (a Gateway server's, a Sidecar ingress listener's): a number and a protocol.
+PORT = obj(
+    {
+        "number": Field(port_number(), required=True),
+        "protocol": Field(string(enum=PROTOCOLS), required=True),
+        "name": string(),
+        "targetPort": port_number(),
+    }
+)
+
 GATEWAY_SERVER = obj(
     {
-        "port": Field(
-            obj(
-                {
-                    "number": Field(port_number(), required=True),
-                    "protocol": Field(string(enum=PROTOCOLS), required=True),
-                    "name": string(),
-                    "targetPort": port_number(),
-                }
-            ),
-            required=True,
-        ),
+        "port": Field(PORT, required=True),
         "hosts": Field(list_of(_gateway_host(), min_items=1), required=True),
         "name": string(),
         "bind": Unsupported("binding a server to one address"),

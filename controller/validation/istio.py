@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.model.policies import GRPC_CODES
-from controller.validation.gateway import GATEWAY, PROTOCOLS
+from controller.validation.gateway import GATEWAY, PORT, PROTOCOLS
 from controller.validation.schema import (
     Field,
     Issues,
@@ -673,17 +673,7 @@ SIDECAR = obj(
         "ingress": list_of(
             obj(
                 {
-                    "port": Field(
-                        obj(
-                            {
-                                "number": Field(port_number(), required=True),
-                                "protocol": Field(string(enum=PROTOCOLS), required=True),
-                                "name": string(),
-                                "targetPort": port_number(),
-                            }
-                        ),
-                        required=True,
-                    ),
+                    "port": Field(PORT, required=True),
                     "defaultEndpoint": _default_endpoint(),
                     "bind": Unsupported(),
                     "captureMode": Unsupported(),

@@ -176,16 +176,18 @@ def _sds_name(res: Resource, path: str, sds: secret_pb2.SdsSecretConfig) -> str:
     return sds.name
 
 
+def _inline_data(ds: Any) -> bytes:
+    """The bytes of a DataSource given inline (``inline_bytes`` or ``inline_string``)."""
+    if ds.WhichOneof("specifier") == "inline_bytes":
+        return bytes(ds.inline_bytes)
+    return str(ds.inline_string).encode()
+
+
 def _inline_cert(res: Resource, path: str, c: Any) -> str:
     """A certificate given inline (a gateway's credentialName, as the controller sends it): kept in the
     secret store under a name made from its content, so contexts are made and cached as for SDS ones."""
 
-    def data(ds: Any) -> bytes:
-        if ds.WhichOneof("specifier") == "inline_bytes":
-            return bytes(ds.inline_bytes)
-        return str(ds.inline_string).encode()
-
-    chain, key = data(c.certificate_chain), data(c.private_key)
+    chain, key = _inline_data(c.certificate_chain), _inline_data(c.private_key)
     try:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         with tempfile.TemporaryDirectory() as tmp:
@@ -235,11 +237,7 @@ def _san(res: Resource, path: str, vc: common_pb2.CertificateValidationContext) 
 def _inline_roots(res: Resource, path: str, ds: Any) -> str:
     """A trust bundle given inline (a gateway's mutual TLS CA from its credential Secret): kept in the
     secret store under a name made from its content, as inline certificates are."""
-    pem = (
-        bytes(ds.inline_bytes)
-        if ds.WhichOneof("specifier") == "inline_bytes"
-        else str(ds.inline_string).encode()
-    )
+    pem = _inline_data(ds)
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=pem.decode("ascii"))
     except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:

@@ -138,13 +138,7 @@ class Pair:
         client_boot["static_resources"]["secrets"] = secrets(pki, pki.issue("client", client_id))
         self.server = ProxyProcess(tmp, server_boot)
         self.client = ProxyProcess(tmp, client_boot)
-        try:
-            self.server.wait_ready()
-            self.client.wait_ready()
-        except AssertionError:
-            self.client.stop()  # the other one may be up: nothing outlives a failed start
-            self.server.stop()
-            raise
+        ProxyProcess.wait_all_ready(self.server, self.client)
 
     @staticmethod
     def rbac(chain: dict[str, Any]) -> dict[str, Any]:

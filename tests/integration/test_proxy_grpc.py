@@ -88,13 +88,7 @@ class TwoHops:
         cluster = "outbound|50051||greeter.default.svc.cluster.local"
         self.client = ProxyProcess(tmp, hop(self.client_port, cluster, self.server_port,
                                             originate=tls.get("originate"), **route), env=env)
-        try:
-            self.server.wait_ready()
-            self.client.wait_ready()
-        except AssertionError:
-            self.client.stop()  # the other one may be up: nothing outlives a failed start
-            self.server.stop()
-            raise
+        ProxyProcess.wait_all_ready(self.server, self.client)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.client_port}")
 
     def stop(self) -> None:

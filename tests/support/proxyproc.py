@@ -115,6 +115,17 @@ class ProxyProcess:
             time.sleep(0.05)
         raise AssertionError(f"proxy not ready: {self.log.read_text()}")
 
+    @staticmethod
+    def wait_all_ready(*proxies: ProxyProcess) -> None:
+        """Wait for each; if one fails to start, stop them all (nothing outlives a failed start)."""
+        try:
+            for proxy in proxies:
+                proxy.wait_ready()
+        except AssertionError:
+            for proxy in proxies:
+                proxy.stop()
+            raise
+
     def prometheus(self) -> str:
         return http_get(self.url("/stats/prometheus", self.metrics))[1]
 
