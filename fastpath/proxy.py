@@ -23,7 +23,7 @@ from fastpath.config.listeners import FilterChainConfig, ListenerConfig
 from fastpath.http_conn import DownstreamConnection
 from fastpath.sockets import original_dst, set_keepalive
 from fastpath.stats import Stats
-from fastpath.tcp_proxy import TcpSession, connect_upstream
+from fastpath.tcp_proxy import TcpRecord, TcpSession, connect_upstream
 from fastpath.tls import TlsError, TlsLayer
 from mizzen import logs
 
@@ -225,7 +225,7 @@ class Proxy:
             if chain.tls is None:
                 return conn
             return self._terminate_tls(chain, conn, acc, sni)
-        session = self._tcp_session(chain, reporter, acc.dst)
+        session = self._tcp_session(chain, reporter, acc.dst, acc.peer)
         if session is None or (chain.tls is None and not chain.rbac):
             return session
         if chain.tls is None:
@@ -303,13 +303,16 @@ class Proxy:
         return True
 
     def _tcp_session(
-        self, chain: FilterChainConfig, reporter: str, dst: tuple[str, int]
+        self, chain: FilterChainConfig, reporter: str, dst: tuple[str, int], peer: Any = None
     ) -> TcpSession | None:
         tcp = chain.tcp_proxy
         assert tcp is not None
         cluster_name = tcp.pick(self.rand())
         cluster = self.clusters.get(cluster_name)
         session = TcpSession({"cluster": cluster_name, "reporter": reporter}, self._done)
+        session.info["original_dst"] = f"{dst[0]}:{dst[1]}"
+        if peer:
+            session.info["peer"] = f"{peer[0]}:{peer[1]}"
         session.chain = chain
         self.sessions.add(session)
         if cluster is None:
@@ -326,7 +329,7 @@ class Proxy:
         if cluster.connections >= cluster.max_connections:
             session.response_flags = "UO"
             return session
-        session.info.update(upstream=f"{host}:{port}", original_dst=f"{dst[0]}:{dst[1]}")
+        session.info["upstream"] = f"{host}:{port}"
         tls = cluster.config.tls if cluster.original_dst else picked.tls
         session.info["connect"] = (host, port, cluster, tcp.idle_timeout, tls)
         return session
@@ -391,6 +394,11 @@ class Proxy:
         add("istio_tcp_sent_bytes_total", reporter, name, "-", sent, principal=principal)
         if session.response_flags != "-":
             self.stats.named[f"cluster.{name}.upstream_cx_connect_fail"] += 1
+        tcp = session.chain.tcp_proxy if session.chain is not None else None
+        if tcp is not None and tcp.access_logs:
+            record = TcpRecord(session)
+            for access_log in tcp.access_logs:
+                access_log.log(record)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

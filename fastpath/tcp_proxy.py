@@ -98,6 +98,8 @@ class TcpSession:
         self.upstream = _Side(self)
         self.downstream.peer, self.upstream.peer = self.upstream, self.downstream
         self.started = time.monotonic()
+        self.start_wall = time.time()
+        self.ended = 0.0
         self.last_activity = self.started
         self.response_flags = "-"
         self.closed = False
@@ -109,6 +111,7 @@ class TcpSession:
         if self.closed:
             return
         self.closed = True
+        self.ended = time.monotonic()
         if self.idle_watch is not None and self.idle_watch is not asyncio.current_task():
             self.idle_watch.cancel()
         for side in (self.downstream, self.upstream):
@@ -128,6 +131,51 @@ class TcpSession:
     def bytes_sent(self) -> int:
         """To downstream (istio_tcp_sent_bytes_total)."""
         return self.upstream.received
+
+
+class TcpRecord:
+    """A finished connection as the access log formatter sees it (``fastpath.access_log.LogRecord``): the
+    HTTP fields are absent, so Istio's format prints a TCP line (``"- - -" 0 -``...) as Envoy does."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "downstream_local_address",
+        "downstream_remote_address",
+        "duration_ms",
+        "response_flags",
+        "start_time",
+        "upstream_cluster",
+        "upstream_failure",
+        "upstream_host",
+    )
+
+    response_code = 0
+    response_code_details = None
+    upstream_local_address = None
+    route_name = None
+    protocol = None
+    upstream_service_time = None
+    grpc_status = None
+
+    def __init__(self, session: TcpSession) -> None:
+        info = session.info
+        self.start_time = session.start_wall
+        self.duration_ms = int(((session.ended or time.monotonic()) - session.started) * 1000)
+        self.response_flags = session.response_flags
+        self.bytes_received = session.bytes_received
+        self.bytes_sent = session.bytes_sent
+        self.upstream_host = info.get("upstream")
+        self.upstream_cluster = info.get("cluster")
+        self.upstream_failure = info.get("failure")
+        self.downstream_local_address = info.get("original_dst")
+        self.downstream_remote_address = info.get("peer")
+
+    def request_header(self, name: str) -> str | None:
+        return None
+
+    def response_header(self, name: str) -> str | None:
+        return None
 
 
 async def connect_upstream(

@@ -1,7 +1,8 @@
 """Telemetry into Envoy config: a workload's resolved :class:`TelemetrySettings` written into the HTTP
-connection managers of its listeners - ``tracing`` (the OpenTelemetry tracer and its collector's cluster,
-sampling, custom tags), ``access_log`` entries (file loggers with Envoy's CEL filter), and the
-``istio.stats`` filter (stats.PluginConfig in a TypedStruct, as Istio sends it) for metric overrides.
+connection managers of its listeners - ``tracing`` (the OpenTelemetry tracer and its collector's
+cluster, sampling, custom tags), ``access_log`` entries (file loggers with Envoy's CEL filter; into the
+TCP proxies too), and the ``istio.stats`` filter (stats.PluginConfig in a TypedStruct, as Istio sends
+it) for metric overrides.
 
 Outbound listeners get the client settings (they are shared by the scope, whose key carries them), the
 inbound listener the server settings of its pod.
@@ -18,6 +19,7 @@ from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.tracing.v3 import custom_tag_pb2
 from google.protobuf import struct_pb2
 from xds.type.v3 import typed_struct_pb2
@@ -29,6 +31,7 @@ from controller.xds.resources import LISTENER, Resource, any_of, make_resource, 
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 OTEL = "envoy.tracers.opentelemetry"
 STATS_FILTER = "istio.stats"
 PLUGIN_CONFIG = "type.googleapis.com/stats.PluginConfig"
@@ -45,12 +48,17 @@ def decorate(listener: listener_pb2.Listener, settings: TelemetrySettings | None
         chains.append(listener.default_filter_chain)
     for chain in chains:
         for f in chain.filters:
-            if f.typed_config.type_url != HCM_TYPE:
-                continue
-            hcm = hcm_pb2.HttpConnectionManager()
-            f.typed_config.Unpack(hcm)
-            apply(hcm, settings)
-            f.typed_config.CopyFrom(any_of(hcm))
+            if f.typed_config.type_url == HCM_TYPE:
+                hcm = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(hcm)
+                apply(hcm, settings)
+                f.typed_config.CopyFrom(any_of(hcm))
+            elif f.typed_config.type_url == TCP_PROXY_TYPE and settings.access_logs:
+                # Istio logs TCP connections too: the same loggers on every TCP proxy.
+                tcp = tcp_proxy_pb2.TcpProxy()
+                f.typed_config.Unpack(tcp)
+                tcp.access_log.extend(access_log(log) for log in settings.access_logs)
+                f.typed_config.CopyFrom(any_of(tcp))
     return listener
 
 

@@ -40,6 +40,15 @@ MESH_CONFIG = {
                 "logFormat": {"text": "%REQ(:PATH)% %RESPONSE_CODE%\n"},
             },
         },
+        {
+            "name": "connections-log",
+            "envoyFileAccessLog": {
+                "path": "ACCESS_LOG.tcp",
+                "logFormat": {
+                    "text": "%UPSTREAM_CLUSTER% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS% %PROTOCOL%\n"
+                },
+            },
+        },
     ],
     "defaultProviders": {"tracing": ["otel"]},
     "defaultConfig": {"tracing": {"sampling": 100.0}},
@@ -94,9 +103,11 @@ def mesh() -> Iterator[TelemetryMesh]:
         m.pod("client", {"app": "client"})
         m.pod("frontend", {"app": "frontend"})
         m.pod("backend", {"app": "backend"}, app=9080)
+        m.pod("db", {"app": "db"}, tcp=7000)
         m.pod("collector", {"app": "otel-collector"}, meshed=False)
         m.service("frontend", {"app": "frontend"}, {"http": 9080})
         m.service("backend", {"app": "backend"}, {"http": 9080})
+        m.service("db", {"app": "db"}, {"tcp": 7000})
         m.service("otel-collector", {"app": "otel-collector"}, {"http-otlp": 4318})
         try:
             m.start()
@@ -236,6 +247,21 @@ def test_access_logs_turned_on_filtered_and_off(mesh: TelemetryMesh) -> None:
     time.sleep(1.5)  # the log buffer flushes every second: give a line that should not exist the chance
     assert "/call?ok=3" not in log.read_text() and "/call?ok=4" not in log.read_text()
     mesh.remove("logs")
+
+
+def test_tcp_connections_are_access_logged(mesh: TelemetryMesh) -> None:
+    log = Path(f"{mesh.access_log}.tcp")  # type: ignore[attr-defined]
+    mesh.apply(
+        "tcp-logs",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: tcp-logs}\nspec:\n"
+        "  selector: {matchLabels: {app: db}}\n  accessLogging:\n  - providers: [{name: connections-log}]\n",
+    )
+    answer = mesh.stream("client", "db", 7000, send="hello")[0]
+    assert answer.startswith("db saw "), answer
+    # One line when the connection closes, its bytes both ways; no HTTP fields (Envoy prints "-").
+    line = f"inbound|7000|| 5 {len(answer)} - -"
+    mesh.wait(lambda: log.exists() and line in log.read_text().splitlines(), f"the line {line!r}")
+    mesh.remove("tcp-logs")
 
 
 def tap_sessions(mesh: TelemetryMesh, pod: str) -> list[Any]:

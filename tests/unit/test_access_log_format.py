@@ -41,3 +41,22 @@ def test_headers_truncation_and_plain_operators() -> None:
 def test_unknown_operators_are_refused(bad: str) -> None:
     with pytest.raises(FormatError):
         TextFormat(bad)
+
+
+def test_a_tcp_connection_in_istios_default_format() -> None:
+    import time
+
+    from fastpath.access_log import ISTIO_TEXT_FORMAT
+    from fastpath.tcp_proxy import TcpRecord, TcpSession
+
+    session = TcpSession({"cluster": "outbound|5432||db.default.svc.cluster.local"}, lambda s: None)
+    session.info.update(upstream="10.0.0.7:5432", original_dst="10.96.0.5:5432", peer="10.0.0.3:41000")
+    session.downstream.received, session.upstream.received = 12, 345
+    session.started, session.ended = time.monotonic() - 2.5, time.monotonic()
+    line = TextFormat(ISTIO_TEXT_FORMAT)(TcpRecord(session))
+    # As Envoy prints a TCP proxy's line: no method, path or protocol, code 0, the bytes and the peers.
+    assert '] "- - -" 0 - - - "-" 12 345 25' in line, line
+    assert (
+        ' "10.0.0.7:5432" outbound|5432||db.default.svc.cluster.local - 10.96.0.5:5432 10.0.0.3:41000 - -'
+        in line
+    )
