@@ -26,13 +26,19 @@ def free_port() -> int:
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randrange(max(1024, low - 12000), low)
+        if port in _GIVEN:
+            continue  # handed out already, maybe not bound yet: two servers must not get one port
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+_GIVEN: set[int] = set()
 
 
 def _ephemeral_low() -> int:
