@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.utils import floatToGoString
 
 # Change seen -> proxy ACK: from milliseconds (one proxy, small change) to tens of seconds (debounce max).
 CONVERGENCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30)
@@ -52,4 +53,27 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Prometheus text format with istiod's names: istiod's exporter shows a counter under its own name
+    (``pilot_xds_pushes``, ``citadel_server_csr_count``), where prometheus_client's would add ``_total``
+    and ``_created`` samples; dashboards and alerts written for istiod then read ours unchanged."""
+    out: list[str] = []
+    for family in registry.collect():
+        name, kind = family.name, family.type
+        help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {'untyped' if kind == 'unknown' else kind}\n")
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            sample_name = name if kind == "counter" else sample.name
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
+            out.append(f"{sample_name}{{{labels}}}" if labels else sample_name)
+            out.append(f" {floatToGoString(sample.value)}\n")
+    return "".join(out).encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace('"', r'\"').replace("\n", r"\n")

@@ -537,8 +537,8 @@ def test_rotation_under_load_drops_nothing(mesh: Mesh) -> None:
     # The controller counts what its CA did on its metrics port (istiod's citadel_server_* counters).
     text = _get(f"http://127.0.0.1:{mesh.debug_port}/metrics")[1]
     asked, issued = (
-        value(text, "citadel_server_csr_count_total"),
-        value(text, "citadel_server_success_cert_issuance_count_total"),
+        value(text, "citadel_server_csr_count"),
+        value(text, "citadel_server_success_cert_issuance_count"),
     )
     assert issued >= after and asked >= issued, text
 
