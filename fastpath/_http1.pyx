@@ -98,7 +98,7 @@ cdef enum:
     H_UPGRADE = 6
     H_REQUEST_ID = 7
     H_HOP = 8  # keep-alive, proxy-connection, te
-    H_TRACE = 9  # traceparent, b3, x-b3-*: a trace context the tracer reads (fastpath.tracing)
+    H_TRACE = 9  # traceparent, b3, x-b3-*, x-envoy-force-trace: what the tracer reads (fastpath.tracing)
     H_CLIENT_CERT = 10  # x-forwarded-client-cert: removed by default where it is not set (Envoy's SANITIZE)
 
 cdef unsigned long long MAX_INT63_DIV16 = 0x07FFFFFFFFFFFFFF
@@ -180,7 +180,8 @@ cdef int classify(const char* p, Py_ssize_t n) noexcept:
         return H_REQUEST_ID
     if (n == 11 and c0 == b"t" and name_is(p, n, b"traceparent", 11)) or (
         n == 2 and c0 == b"b" and name_is(p, n, b"b3", 2)) or (
-        n > 5 and c0 == b"x" and name_is(p, 5, b"x-b3-", 5)):
+        n > 5 and c0 == b"x" and name_is(p, 5, b"x-b3-", 5)) or (
+        n == 19 and c0 == b"x" and name_is(p, n, b"x-envoy-force-trace", 19)):
         return H_TRACE
     if n == 23 and c0 == b"x" and name_is(p, n, b"x-forwarded-client-cert", 23):
         return H_CLIENT_CERT

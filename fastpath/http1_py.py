@@ -244,7 +244,9 @@ class RequestHead(_Head):
     host: bytes | None
     expect_continue: bool
     request_id: bytes | None  # x-request-id, read while parsing: the proxy adds one when absent
-    trace_context: bool  # a traceparent, b3 or x-b3-* header is present (fastpath.tracing reads it)
+    trace_context: (
+        bool  # a traceparent, b3, x-b3-* or x-envoy-force-trace header is present (fastpath.tracing)
+    )
     # An x-forwarded-client-cert is present: a connection manager that does not set the header removes
     # it (Envoy's default SANITIZE), so that a client cannot claim a certificate it never presented.
     client_cert_header: bool
@@ -735,7 +737,8 @@ class RequestParser(_Parser):
         head.host = hosts[0] if hosts else None
         head.request_id = head.get(b"x-request-id")
         head.trace_context = any(
-            name == b"traceparent" or name == b"b3" or name.startswith(b"x-b3-") for name, _ in head.headers
+            name in (b"traceparent", b"b3", b"x-envoy-force-trace") or name.startswith(b"x-b3-")
+            for name, _ in head.headers
         )
         head.client_cert_header = head.get(b"x-forwarded-client-cert") is not None
         self._framing(head)

@@ -262,6 +262,9 @@ class Unsampled:
 # Any trace header, case-insensitively, without IGNORECASE (which would make the search several times
 # slower): a literal newline first, so only the head's line starts are tried.
 _ANY_CONTEXT = re.compile(rb"\n(?:[Tt][Rr][Aa][Cc][Ee][Pp][Aa][Rr][Ee][Nn][Tt]|[Bb]3:|[Xx]-[Bb]3-)")
+# Envoy's x-envoy-force-trace: the request is traced whatever the sampling percentage says (a caller's
+# explicit decision still stands), and its x-request-id comes back in the response.
+_FORCE_TRACE = re.compile(rb"\nx-envoy-force-trace:", re.IGNORECASE)
 
 
 def _not_sampled_traceparent(raw: bytes, at: int) -> bool:
@@ -295,6 +298,9 @@ def start(ex: Any, config: TraceConfig, rand: Any = random.random) -> Span | Uns
     # The parser noted whether any trace header came (one flag, no search of the head without one).
     found = _ANY_CONTEXT.search(head.raw) if head.trace_context else None
     raw = head.raw
+    forced = head.trace_context and _FORCE_TRACE.search(raw) is not None
+    if forced and ex.request_id is not None and not ex.conn.request_id_in_response:
+        ex.response_extra += b"x-request-id: " + ex.request_id + b"\r\n"
     if found is None:
         ctx = None
     elif found.end() - found.start() == 12 and _not_sampled_traceparent(raw, found.end()):
@@ -302,7 +308,7 @@ def start(ex: Any, config: TraceConfig, rand: Any = random.random) -> Span | Uns
     else:
         ctx = extract(raw)
     if ctx is None or ctx.sampled is None:
-        if config.percent < 100.0 and rand() * 100.0 >= config.percent:
+        if not forced and config.percent < 100.0 and rand() * 100.0 >= config.percent:
             if ctx is not None:
                 return None  # B3 ids without a decision, not sampled here: passed on as they came
             n = next(_unsampled_ids)

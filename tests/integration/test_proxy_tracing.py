@@ -179,6 +179,20 @@ def test_unsampled_first_hop_carries_the_decision(traced: Any, receiver: OtlpRec
     assert proxy.stat("tracing.opentelemetry.spans_sent") == 0
 
 
+def test_force_trace_samples_whatever_the_percentage(traced: Any, receiver: OtlpReceiver) -> None:
+    proxy = traced(tracing(receiver.port, percent=0.0))
+    resp = rawhttp.get(proxy.port, "/r", headers={"X-Envoy-Force-Trace": "true", "x-request-id": "req-1"})
+    assert resp.status == 200 and resp.headers["x-request-id"] == "req-1"  # Envoy returns it when forced
+    _, trace_id, span_id, flags = json.loads(resp.body)["headers"]["traceparent"].split("-")
+    assert flags == "01"
+    [span] = receiver.wait_for(lambda s: len(s) == 1)
+    assert (span["trace_id"], span["span_id"]) == (trace_id, span_id)
+    # A caller's explicit "not sampled" still stands.
+    sent = f"00-{TRACE}-{PARENT}-00"
+    assert proxy.get(headers={"traceparent": sent, "x-envoy-force-trace": "true"})["traceparent"] == sent
+    assert "x-request-id" not in rawhttp.get(proxy.port, "/r").headers  # only forced requests get it back
+
+
 def test_sampling_percentage_within_binomial_bounds(traced: Any, receiver: OtlpReceiver) -> None:
     n, p = 400, 0.25
     proxy = traced(tracing(receiver.port, percent=p * 100))
