@@ -7,7 +7,7 @@ translation never has to. Fields that validation reports as unsupported are not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -370,6 +370,13 @@ class DestinationRule(msgspec.Struct, frozen=True, gc=False):
 
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets if s.name == name), None)
+
+    def policies(self) -> Iterator[TrafficPolicy]:
+        """Every traffic policy it holds: the rule's, its subsets', and their port-level ones."""
+        for policy in (self.traffic_policy, *(s.traffic_policy for s in self.subsets)):
+            if policy is not None:
+                yield policy
+                yield from policy.port_level.values()
 
 
 def _connection_pool(raw: Mapping[str, Any] | None) -> ConnectionPool | None:

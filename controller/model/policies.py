@@ -245,10 +245,19 @@ class ConsistentHash(msgspec.Struct, frozen=True, gc=False):
     table_size: int | None  # ring: minimum ring size; Maglev: table size
 
 
+# failoverPriority keys whose values come from the localities (client's and endpoint's), not labels.
+TOPOLOGY_KEYS = {
+    "topology.kubernetes.io/region": 0,
+    "topology.kubernetes.io/zone": 1,
+    "topology.istio.io/subzone": 2,
+}
+
+
 class LocalityLb(msgspec.Struct, frozen=True, gc=False):
     enabled: bool
     distribute: tuple[tuple[str, FrozenMap[int]], ...]  # (from, {to: weight})
     failover: tuple[tuple[str, str], ...]  # (from region, to region)
+    failover_priority: tuple[str, ...] = ()  # label keys ("key") or label matches ("key=value"), in order
 
 
 def build_consistent_hash(raw: Mapping[str, Any] | None) -> ConsistentHash | None:
@@ -287,4 +296,5 @@ def build_locality_lb(raw: Mapping[str, Any] | None) -> LocalityLb | None:
             for d in raw.get("distribute") or ()
         ),
         failover=tuple((str(f.get("from") or ""), str(f.get("to") or "")) for f in raw.get("failover") or ()),
+        failover_priority=tuple(str(x) for x in raw.get("failoverPriority") or ()),
     )

@@ -407,6 +407,8 @@ CONSISTENT_HASH = obj(
 def _check_locality(raw: Mapping[str, Any], path: str, out: Issues) -> None:
     if raw.get("distribute") and raw.get("failover"):
         out.error(join(path, "failover"), "cannot be set together with distribute")
+    if raw.get("distribute") and raw.get("failoverPriority"):
+        out.error(join(path, "failoverPriority"), "cannot be set together with distribute")
     for i, entry in enumerate(raw.get("distribute") or []):
         to = entry.get("to") if isinstance(entry, Mapping) else None
         if isinstance(to, Mapping) and sum(int(v) for v in to.values() if isinstance(v, int)) != 100:
@@ -432,7 +434,7 @@ LOCALITY_LB = obj(
                 }
             )
         ),
-        "failoverPriority": Unsupported(),
+        "failoverPriority": list_of(string(non_empty=True)),
     },
     extra=_check_locality,
 )

@@ -6,13 +6,14 @@ load balancing (failover priorities, distribute weights), each as Istio writes i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from controller.model.istio import ConnectionPool, OutlierDetection, TrafficPolicy
-from controller.model.policies import ConsistentHash, LocalityLb
+from controller.model.policies import TOPOLOGY_KEYS, ConsistentHash, LocalityLb
 from controller.model.protocol import MeshProtocol
 from controller.xds.resources import any_of, proto_duration
 
@@ -187,11 +188,62 @@ def apply_locality(
     if not proxy_locality.strip("/"):
         return False
     me = _parts(proxy_locality)
+    if setting is not None and setting.failover_priority:
+        return False  # ordered by labels instead (apply_failover_priority)
     if setting is not None and setting.distribute:
         return _distribute(cla, me, setting)
     if failover_enabled and (setting is None or setting.enabled):
         _failover(cla, me, setting.failover if setting is not None else ())
     return False
+
+
+def apply_failover_priority(
+    cla: endpoint_pb2.ClusterLoadAssignment,
+    endpoint_labels: Mapping[tuple[str, int], Mapping[str, str]],
+    proxy_locality: str,
+    proxy_labels: Mapping[str, str],
+    priority: tuple[str, ...],
+) -> None:
+    """Istio's ``failoverPriority``: an endpoint agreeing with the client on all N entries gets priority 0,
+    on the first N-1 priority 1, ... on none priority N. An entry is a label key (the client's value and
+    the endpoint's compared; the topology keys read the localities) or ``key=value`` (the endpoint must
+    have that value). A locality group whose endpoints land on different priorities is split."""
+    me = _parts(proxy_locality)
+
+    def value(key: str, labels: Mapping[str, str], locality: tuple[str, str, str]) -> str:
+        at = TOPOLOGY_KEYS.get(key)
+        return locality[at] if at is not None else labels.get(key, "")
+
+    def rank(labels: Mapping[str, str], locality: tuple[str, str, str]) -> int:
+        matched = 0
+        for entry in priority:
+            key, sep, wanted = entry.partition("=")
+            if not sep:
+                wanted = value(key, proxy_labels, me)
+            if value(key, labels, locality) != wanted:
+                break
+            matched += 1
+        return len(priority) - matched
+
+    groups: list[tuple[int, endpoint_pb2.LocalityLbEndpoints]] = []
+    for group in cla.endpoints:
+        theirs = _of(group)
+        split: dict[int, endpoint_pb2.LocalityLbEndpoints] = {}
+        for lb in group.lb_endpoints:
+            sa = lb.endpoint.address.socket_address
+            level = rank(endpoint_labels.get((sa.address, sa.port_value), {}), theirs)
+            part = split.get(level)
+            if part is None:
+                part = split[level] = endpoint_components_pb2.LocalityLbEndpoints(locality=group.locality)
+            part.lb_endpoints.append(lb)
+            part.load_balancing_weight.value += lb.load_balancing_weight.value or 1
+        groups += sorted(split.items(), key=lambda item: item[0])
+    del cla.endpoints[:]
+    # Envoy wants consecutive priorities from 0.
+    ranks = {level: i for i, level in enumerate(sorted({level for level, _ in groups}))}
+    for level, group in groups:
+        group.priority = ranks[level]
+        cla.endpoints.append(group)
 
 
 def _failover(

@@ -229,8 +229,14 @@ class ScopeView:
                         # Locality load balancing: priorities or weights as seen from this scope's locality.
                         failover = policy.outlier_detection is not None
                         where = self.key.locality
-                        if cpol.apply_locality(cla, where, policy.locality_lb, failover):
+                        setting = policy.locality_lb
+                        if cpol.apply_locality(cla, where, setting, failover):
                             cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+                        if failover and setting is not None and setting.enabled and setting.failover_priority:
+                            # By labels: the scope key carries the client's values of the keys named.
+                            labels = {(e.address, e.port): e.labels for e in selected}
+                            priority = setting.failover_priority
+                            cpol.apply_failover_priority(cla, labels, where, self.key.labels, priority)
                     res[ENDPOINT][name] = make_resource(ENDPOINT, name, cla)
                 res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
             if self.key.router:
@@ -581,10 +587,11 @@ class Translator:
         hosts: set[str] = set()
         pods: set[ResourceKey] = set()
         rescoped: set[str] | None = set()
-        if any(c.key.kind == "VirtualService" for c in changes) and source_label_keys(
+        if any(c.key.kind in ("VirtualService", "DestinationRule") for c in changes) and source_label_keys(
             old_registry.snapshot
         ) != source_label_keys(snapshot):
-            rescoped = None  # which labels scope proxies changed (sourceLabels): every proxy re-resolves
+            # Which labels scope proxies changed (sourceLabels, failoverPriority): every proxy re-resolves.
+            rescoped = None
         for change in changes:
             kind = change.key.kind
             hosts.update(old_registry.hosts_of_change(change.key, change.old, change.new))

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from controller.model.hosts import ROOT_NAMESPACE, host_matches, visible_to
 from controller.model.istio import Sidecar
 from controller.model.kube import Pod
+from controller.model.policies import TOPOLOGY_KEYS
 from controller.model.snapshot import MeshSnapshot
 from controller.model.telemetry import CLIENT, TelemetrySettings, resolve_cached
 from controller.model.values import FrozenMap, ResourceKey
@@ -32,14 +33,16 @@ class ScopeKey(NamedTuple):
     telemetry: TelemetrySettings | None = None
 
 
-_label_keys: list[tuple[object, frozenset[str]]] = []  # (the VirtualService map it was computed from, keys)
+# (the VirtualService and DestinationRule maps it was computed from, keys)
+_label_keys: list[tuple[tuple[object, object], frozenset[str]]] = []
 
 
 def source_label_keys(snapshot: MeshSnapshot) -> frozenset[str]:
-    """Every label key any VirtualService match selects clients by (``sourceLabels``). Snapshots share
-    their VirtualService map until one changes, so the answer is kept against that map."""
-    current = snapshot.items("VirtualService")
-    if _label_keys and _label_keys[0][0] is current:
+    """Every client label key config depends on: what VirtualService matches select clients by
+    (``sourceLabels``) and what DestinationRules order endpoints by (``failoverPriority`` label keys).
+    Snapshots share their object maps until one changes, so the answer is kept against those maps."""
+    current = (snapshot.items("VirtualService"), snapshot.items("DestinationRule"))
+    if _label_keys and _label_keys[0][0][0] is current[0] and _label_keys[0][0][1] is current[1]:
         return _label_keys[0][1]
     keys: set[str] = set()
     for vs in snapshot.virtual_services():
@@ -49,6 +52,11 @@ def source_label_keys(snapshot: MeshSnapshot) -> frozenset[str]:
         for l4 in (*vs.tcp, *vs.tls):
             for m4 in l4.matches:
                 keys.update(m4.source_labels)
+    for dr in snapshot.destination_rules():
+        for policy in dr.policies():
+            setting = policy.locality_lb
+            if setting is not None:
+                keys.update(k for k in setting.failover_priority if "=" not in k and k not in TOPOLOGY_KEYS)
     found = frozenset(keys)
     _label_keys[:] = [(current, found)]
     return found

@@ -37,8 +37,8 @@ def mesh() -> Iterator[SmallMesh]:
         for i in (1, 2, 3, 4):
             m.pod(f"hashy-{i}", {"app": "hashy", "version": "v1" if i <= 2 else "v2"}, app=(9080, 9081))
         m.pod("plain", {"app": "plain"}, meshed=False, app=9080)
-        m.pod("geo-near", {"app": "geo"}, app=9080, locality="/z1")
-        m.pod("geo-far", {"app": "geo"}, app=9080, locality="/z2")
+        m.pod("geo-near", {"app": "geo", "site": "a"}, app=9080, locality="/z1")
+        m.pod("geo-far", {"app": "geo", "site": "b"}, app=9080, locality="/z2")
         m.service("flaky", {"app": "flaky"}, {"http": 9080})
         m.service("half", {"app": "half"}, {"http": 9080})
         m.service("hashy", {"app": "hashy"}, {"http": 9080, "http-alt": 9081})
@@ -339,6 +339,21 @@ def test_locality_failover(mesh: SmallMesh) -> None:
     assert served(mesh, "http://geo:9080/", 20) == Counter({"geo-near": 20})  # the client's own zone first
     got = served(mesh, "http://geo:9080/?fail_on=geo-near", 20)
     assert got == Counter({"503": 1, "geo-far": 19}), got  # the near one failed: over to the next zone
+
+
+def test_failover_priority_by_labels(mesh: SmallMesh) -> None:
+    rule(
+        mesh,
+        "geo",
+        "  trafficPolicy:\n"
+        "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s}\n"
+        "    loadBalancer: {localityLbSetting: {failoverPriority: [site=b, topology.kubernetes.io/zone]}}",
+    )
+    # From another client than the locality test's (whose sidecar still has geo-near ejected): site=b
+    # first, whatever the zones; then the rest.
+    assert served(mesh, "http://geo:9080/", 20, pod="canary") == Counter({"geo-far": 20})
+    got = served(mesh, "http://geo:9080/?fail_on=geo-far", 20, pod="canary")
+    assert got == Counter({"503": 1, "geo-near": 19}), got
 
 
 def test_locality_distribute(mesh: SmallMesh) -> None:

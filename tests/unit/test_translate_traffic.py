@@ -414,6 +414,32 @@ def test_locality_failover_orders_endpoints_by_the_clients_locality() -> None:
     assert all("priority" not in e for e in nowhere)
 
 
+def test_failover_priority_orders_endpoints_by_the_clients_labels() -> None:
+    lb = {"localityLbSetting": {"failoverPriority": ["version", "topology.kubernetes.io/zone"]}}
+    spec = {"trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 1}, "loadBalancer": lb}}
+    t = translator(dr(spec))
+    name = "outbound|9080||reviews.default.svc.cluster.local"
+
+    def priorities(labels: dict[str, str], locality: str = "") -> dict[str, int]:
+        groups = resources(t, node(labels, locality))["EDS"][name]["endpoints"]
+        return {
+            lb["endpoint"]["address"]["socket_address"]["address"]: group.get("priority", 0)
+            for group in groups
+            for lb in group["lb_endpoints"]
+        }
+
+    # A v2 client in z2: reviews-v2 (v2, z2) agrees on both entries, reviews-v1 on none.
+    assert priorities({"version": "v2"}, "/z2/") == {"10.244.1.2": 0, "10.244.1.1": 1}
+    # A v1 client in z2: reviews-v1 agrees on the first entry only, reviews-v2 on none (the order counts).
+    assert priorities({"version": "v1"}, "/z2/") == {"10.244.1.1": 0, "10.244.1.2": 1}
+    # The client's label value is part of its scope: two clients differing in it get different config.
+    assert t.scope_key(node({"version": "v1"})) != t.scope_key(node({"version": "v2"}))
+    # Without outlier detection nothing ever fails over: no priorities, as Istio.
+    plain = translator(dr({"trafficPolicy": {"loadBalancer": lb}}))
+    groups = resources(plain, node({"version": "v2"}, "/z2/"))["EDS"][name]["endpoints"]
+    assert all("priority" not in g for g in groups)
+
+
 def test_locality_distribute_sets_locality_weights() -> None:
     spec = {
         "trafficPolicy": {

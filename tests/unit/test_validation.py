@@ -162,6 +162,12 @@ def test_destination_rule_checks() -> None:
         "DestinationRule default/reviews: trafficPolicy.loadBalancer.warmupDurationSecs: "
         "not supported by Mizzen yet; ignored"
     ]
+    both = {"distribute": [{"from": "r/*", "to": {"r/z": 100}}], "failoverPriority": ["version"]}
+    raw["spec"] = {"host": "reviews", "trafficPolicy": {"loadBalancer": {"localityLbSetting": both}}}
+    assert messages(raw) == [
+        "DestinationRule default/reviews: trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: "
+        "cannot be set together with distribute"
+    ]
 
 
 def test_service_entry_checks() -> None:
