@@ -22,6 +22,11 @@ class ServerTls(msgspec.Struct, frozen=True, gc=False):
     subject_alt_names: tuple[str, ...]
     min_version: str | None
     max_version: str | None
+    cipher_suites: tuple[str, ...] = ()
+    # Files in the gateway's pod (a mounted Secret), instead of credentialName: chain, key, client CA.
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
 
 
 class ServerHost(msgspec.Struct, frozen=True, gc=False):
@@ -79,6 +84,10 @@ def _tls(raw: Mapping[str, Any] | None) -> ServerTls | None:
         subject_alt_names=str_tuple(raw.get("subjectAltNames")),
         min_version=raw.get("minProtocolVersion"),
         max_version=raw.get("maxProtocolVersion"),
+        cipher_suites=str_tuple(raw.get("cipherSuites")),
+        server_certificate=raw.get("serverCertificate") or None,
+        private_key=raw.get("privateKey") or None,
+        ca_certificates=raw.get("caCertificates") or None,
     )
 
 

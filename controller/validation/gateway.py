@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,8 +49,22 @@ def _check_server(server: Mapping[str, Any], path: str, out: Issues) -> None:
     mode = tls.get("mode") or "PASSTHROUGH"
     if protocol in ("HTTPS", "TLS") and not tls:
         out.error(join(path, "tls"), f"is required for a {protocol} server")
-    if protocol in ("HTTPS", "TLS") and mode in _TERMINATING and not tls.get("credentialName"):
-        out.error(join(path, "tls.credentialName"), f"is required for TLS mode {mode}")
+    files = tls.get("serverCertificate") or tls.get("privateKey")
+    if protocol in ("HTTPS", "TLS") and mode in _TERMINATING and not tls.get("credentialName") and not files:
+        out.error(join(path, "tls.credentialName"), f"is required for TLS mode {mode} (or serverCertificate)")
+    if files and not (tls.get("serverCertificate") and tls.get("privateKey")):
+        missing = "privateKey" if tls.get("serverCertificate") else "serverCertificate"
+        out.error(join(path, f"tls.{missing}"), "serverCertificate and privateKey go together")
+    if files and tls.get("credentialName"):
+        out.error(join(path, "tls.credentialName"), "cannot be set together with serverCertificate")
+    suites = tls.get("cipherSuites")
+    if isinstance(suites, list) and suites and all(isinstance(x, str) for x in suites):
+        try:
+            ssl.create_default_context().set_ciphers(":".join(suites))
+        except ssl.SSLError:
+            out.error(join(path, "tls.cipherSuites"), f"OpenSSL knows none of {', '.join(suites)}")
+    if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and files and not tls.get("caCertificates"):
+        out.error(join(path, "tls.caCertificates"), f"is required for TLS mode {mode} with certificate files")
     if protocol == "HTTPS" and mode == "PASSTHROUGH":
         out.error(join(path, "tls.mode"), "PASSTHROUGH needs protocol TLS (HTTPS terminates TLS)")
     if mode == "ISTIO_MUTUAL" and tls.get("credentialName"):
@@ -81,16 +96,16 @@ GATEWAY_SERVER = obj(
                 "mode": string(enum=GATEWAY_TLS_MODES),
                 "credentialName": string(non_empty=True),
                 "credentialNames": Unsupported(),
-                "serverCertificate": Unsupported("certificate files; use credentialName"),
-                "privateKey": Unsupported("key files; use credentialName"),
-                "caCertificates": Unsupported("CA files; use credentialName"),
+                "serverCertificate": string(non_empty=True),
+                "privateKey": string(non_empty=True),
+                "caCertificates": string(non_empty=True),
                 "caCrl": Unsupported(),
                 "subjectAltNames": list_of(string(non_empty=True)),
                 "verifyCertificateSpki": Unsupported(),
                 "verifyCertificateHash": Unsupported(),
                 "minProtocolVersion": string(enum=("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")),
                 "maxProtocolVersion": string(enum=("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")),
-                "cipherSuites": Unsupported(),
+                "cipherSuites": list_of(string(non_empty=True)),
                 "tlsCertificates": Unsupported(),
             }
         ),

@@ -248,6 +248,13 @@ class _Build:
             return _downstream_tls(tls, cert=None, require=True, alpn=alpn), ""
         if tls.mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
             return None, f"TLS mode {tls.mode} on a terminating server"
+        if tls.server_certificate and tls.private_key:
+            # Files mounted in the gateway's pod (Istio's older way): the proxy reads them.
+            files = (tls.server_certificate, tls.private_key)
+            ca_file = tls.ca_certificates if tls.mode != "SIMPLE" else None
+            return _downstream_tls(
+                tls, cert=None, files=files, ca_file=ca_file, require=tls.mode == "MUTUAL", alpn=alpn
+            ), ""
         where = gw.meta.namespace
         secret = self.snapshot.get(ResourceKey("Secret", where, tls.credential_name or ""))
         if secret is None or not secret.usable:
@@ -354,6 +361,8 @@ def _downstream_tls(
     *,
     cert: tuple[bytes, bytes] | None,
     ca: bytes = b"",
+    files: tuple[str, str] | None = None,
+    ca_file: str | None = None,
     require: bool = False,
     alpn: tuple[str, ...] = (),
 ) -> base_pb2.TransportSocket:
@@ -370,6 +379,13 @@ def _downstream_tls(
             common.validation_context.trusted_ca.inline_bytes = ca
             for san in tls.subject_alt_names:
                 common.validation_context.match_subject_alt_names.append(string_pb2.StringMatcher(exact=san))
+    elif files is not None:
+        certificate = common.tls_certificates.add()
+        certificate.certificate_chain.filename, certificate.private_key.filename = files
+        if ca_file:
+            common.validation_context.trusted_ca.filename = ca_file
+            for san in tls.subject_alt_names:
+                common.validation_context.match_subject_alt_names.append(string_pb2.StringMatcher(exact=san))
     else:
         common.CopyFrom(security.mesh_common((), tls.subject_alt_names))
     if require:
@@ -379,6 +395,7 @@ def _downstream_tls(
         common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_version]
     if tls.max_version in _TLS_VERSIONS:
         common.tls_params.tls_maximum_protocol_version = _TLS_VERSIONS[tls.max_version]
+    common.tls_params.cipher_suites.extend(tls.cipher_suites)
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=any_of(ctx))
 
 

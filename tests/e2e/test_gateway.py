@@ -124,6 +124,38 @@ spec:
             f"data: {{cacert: {base64.b64encode(partner['ca']).decode()}}}\n",
         )
         m.apply("gateway", GATEWAY)
+        # Istio's older way: certificate files mounted in the gateway's pod instead of a Secret.
+        chain, key = CertificateAuthority(CaMaterial.self_signed()).serving_certificate(["files.example.com"])
+        for name, data in (("gw-files.crt", chain), ("gw-files.key", key)):
+            (m.work / name).write_bytes(data)
+            (m.work / name).chmod(0o644)  # the gateway runs as UID 1337
+        m.apply(
+            "gateway-files",
+            f"""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress-files}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8447, name: https-files, protocol: HTTPS}}
+    hosts: [files.example.com]
+    tls:
+      mode: SIMPLE
+      serverCertificate: {m.work / "gw-files.crt"}
+      privateKey: {m.work / "gw-files.key"}
+      cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: files}}
+spec:
+  hosts: [files.example.com]
+  gateways: [ingress-files]
+  http:
+  - route: [{{destination: {{host: legacy}}}}]
+""",
+        )
         m.apply(
             "routes",
             """
@@ -244,6 +276,12 @@ def test_tls_passthrough_by_sni(mesh: SmallMesh) -> None:
 def test_tcp_server(mesh: SmallMesh) -> None:
     answers = mesh.stream("browser", mesh.ip("ingress"), 9000, n=3)
     assert [a.split(" saw ")[0] for a in answers] == ["tcp-b"] * 3
+
+
+def test_tls_termination_with_certificate_files(mesh: SmallMesh) -> None:
+    request = "GET / HTTP/1.1\r\nHost: files.example.com\r\nConnection: close\r\n\r\n"
+    answer = mesh.stream("browser", mesh.ip("ingress"), 8447, sni="files.example.com", send=request)[0]
+    assert answer.startswith("HTTP/1.1 200") and '"name": "legacy"' in answer, answer
 
 
 def test_tls_terminated_then_routed_as_tcp(mesh: SmallMesh) -> None:

@@ -312,6 +312,19 @@ def test_gateway_mutual_tls_modes_reach_the_proxy() -> None:
     assert istio.tls is not None and istio.tls.require_client_certificate
     assert (istio.tls.common.cert_sds, istio.tls.common.roots_sds) == ("default", "ROOTCA")
     assert istio.tls.common.alpn == ("http/1.1",)
+    # Certificate files mounted in the gateway's pod instead of a Secret, and cipher suites.
+    files = {
+        "serverCertificate": "/etc/gw/tls.crt",
+        "privateKey": "/etc/gw/tls.key",
+        "caCertificates": "/etc/gw/ca",
+    }
+    [from_files] = gateway_chains(
+        server("MUTUAL", cipherSuites=["ECDHE-ECDSA-AES128-GCM-SHA256"], **files)
+    ).values()
+    assert from_files.tls is not None and from_files.tls.require_client_certificate
+    assert from_files.tls.common.cert_files == ("/etc/gw/tls.crt", "/etc/gw/tls.key")
+    assert from_files.tls.common.roots_file == "/etc/gw/ca"
+    assert from_files.tls.common.ciphers == "ECDHE-ECDSA-AES128-GCM-SHA256"
     # TLS: terminated, then the bound VirtualService's tcp route for the port (no HTTP ALPN offered).
     tcp_server = {
         **server("SIMPLE", credentialName="a-cert"),

@@ -229,8 +229,21 @@ def test_gateway_tls_modes() -> None:
         assert gw("HTTPS", {"mode": mode, "credentialName": "c"}) == []
         assert gw("HTTPS", {"mode": mode, "credentialName": "c"}, "warning") == []
         assert gw("HTTPS", {"mode": mode}) == [
-            f"Gateway default/gw: servers[0].tls.credentialName: is required for TLS mode {mode}"
+            f"Gateway default/gw: servers[0].tls.credentialName: is required for TLS mode {mode} "
+            "(or serverCertificate)"
         ]
+    files = {"serverCertificate": "/etc/certs/tls.crt", "privateKey": "/etc/certs/tls.key"}
+    assert gw("HTTPS", {"mode": "SIMPLE", **files, "cipherSuites": ["ECDHE-RSA-AES128-GCM-SHA256"]}) == []
+    assert gw("HTTPS", {"mode": "SIMPLE", "serverCertificate": "/c"}) == [
+        "Gateway default/gw: servers[0].tls.privateKey: serverCertificate and privateKey go together"
+    ]
+    assert gw("HTTPS", {"mode": "MUTUAL", **files}) == [
+        "Gateway default/gw: servers[0].tls.caCertificates: "
+        "is required for TLS mode MUTUAL with certificate files"
+    ]
+    assert gw("HTTPS", {"mode": "SIMPLE", "credentialName": "c", "cipherSuites": ["NOT-A-CIPHER"]}) == [
+        "Gateway default/gw: servers[0].tls.cipherSuites: OpenSSL knows none of NOT-A-CIPHER"
+    ]
     assert gw("HTTPS", {"mode": "ISTIO_MUTUAL"}) == []
     assert gw("HTTPS", {"mode": "ISTIO_MUTUAL"}, "warning") == []
     assert gw("HTTPS", {"mode": "ISTIO_MUTUAL", "credentialName": "c"}) == [
