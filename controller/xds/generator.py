@@ -463,7 +463,8 @@ class ScopeView:
 
 def inbound_resources(snapshot: MeshSnapshot, pod: Pod | None) -> ResourceMap:
     """virtualInbound and the ``inbound|<port>||`` clusters of one pod: every port a Service selecting the
-    pod targets (protocol from that Service port), plus declared container ports (opaque TCP)."""
+    pod targets (protocol from that Service port), plus declared container ports (opaque TCP) -- or, when
+    the pod's Sidecar has ``ingress`` listeners, exactly those, each to its ``defaultEndpoint``."""
     out = empty_map()
     ports: dict[int, MeshProtocol] = {}
     endpoints: dict[int, tuple[str, int]] = {}
