@@ -486,6 +486,7 @@ class WorkloadEndpoint(msgspec.Struct, frozen=True, gc=False):
     labels: FrozenMap[str]
     weight: int | None
     locality: str | None
+    service_account: str | None = None  # its identity in the entry's namespace, when it runs a sidecar
 
 
 class ServiceEntry(msgspec.Struct, frozen=True, gc=False):
@@ -534,6 +535,7 @@ def build_service_entry(raw: Mapping[str, Any]) -> ServiceEntry:
                 labels=str_map(e.get("labels")),
                 weight=int_or_none(e.get("weight")),
                 locality=e.get("locality"),
+                service_account=e.get("serviceAccount") or None,
             )
             for e in spec.get("endpoints") or ()
         ),

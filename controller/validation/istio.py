@@ -574,7 +574,7 @@ WORKLOAD_ENTRY = obj(
         "network": Unsupported(),
         "locality": string(),
         "weight": integer(minimum=0),
-        "serviceAccount": Unsupported(),
+        "serviceAccount": string(non_empty=True),
     }
 )
 

@@ -214,12 +214,14 @@ def outbound_inputs(
     else:
         entry = snapshot.get(source)
         sans = declared = entry.subject_alt_names if entry is not None else ()
-        if entry is not None and entry.workload_selector is not None:
-            # Its endpoints are pods: they run as their service accounts, as a Service's do.
+        if entry is not None:
+            # Endpoints with an identity: the pods it selects run as their service accounts, as a
+            # Service's do; an endpoint may name its own (``serviceAccount``, in the entry's namespace).
             accounts = {
                 spiffe(domain, p.namespace, p.service_account) for p in selected_pods(snapshot, entry)
-            }
-            sans = tuple(sorted(accounts | set(declared)))
+            } | {spiffe(domain, namespace, e.service_account) for e in entry.endpoints if e.service_account}
+            if accounts:
+                sans = tuple(sorted(accounts | set(declared)))
     return sans, not namespace_mtls_disabled(snapshot, namespace), declared
 
 

@@ -147,7 +147,10 @@ def test_destination_rule_tls_modes() -> None:
 def test_a_service_entrys_subject_alt_names_are_what_its_servers_must_name() -> None:
     vm_id = "spiffe://cluster.local/ns/shop/sa/vm"
 
-    def entry_cluster(*extra: dict[str, Any], sans: tuple[str, ...] = (vm_id,)) -> Any:
+    def entry_cluster(*extra: dict[str, Any], sans: tuple[str, ...] = (vm_id,), account: str = "") -> Any:
+        endpoint: dict[str, Any] = {"address": "10.0.9.9", "labels": {"security.istio.io/tlsMode": "istio"}}
+        if account:
+            endpoint["serviceAccount"] = account
         entry = {
             "kind": "ServiceEntry",
             "metadata": {"name": "vm", "namespace": "shop"},
@@ -156,7 +159,7 @@ def test_a_service_entrys_subject_alt_names_are_what_its_servers_must_name() -> 
                 "location": "MESH_INTERNAL",
                 "resolution": "STATIC",
                 "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
-                "endpoints": [{"address": "10.0.9.9", "labels": {"security.istio.io/tlsMode": "istio"}}],
+                "endpoints": [endpoint],
                 **({"subjectAltNames": list(sans)} if sans else {}),
             },
         }
@@ -181,6 +184,9 @@ def test_a_service_entrys_subject_alt_names_are_what_its_servers_must_name() -> 
     cluster, endpoints = entry_cluster(sans=())
     tls = cluster.tls_for(endpoints[0])
     assert tls is not None and tls.common.san is None  # nothing declared: the mesh root alone decides
+    cluster, endpoints = entry_cluster(sans=(), account="vm")  # the endpoint names its identity
+    tls = cluster.tls_for(endpoints[0])
+    assert tls is not None and tls.common.san is not None and tls.common.san.exact == {vm_id}
     # DestinationRule SIMPLE: the entry's names unless the rule names its own.
     cluster, _ = entry_cluster(dr({"mode": "SIMPLE"}))
     assert cluster.tls is not None and cluster.tls.common.san.exact == {vm_id}
