@@ -65,12 +65,10 @@ def _check_server(server: Mapping[str, Any], path: str, out: Issues) -> None:
             out.error(join(path, "tls.cipherSuites"), f"OpenSSL knows none of {', '.join(suites)}")
     if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and files and not tls.get("caCertificates"):
         out.error(join(path, "tls.caCertificates"), f"is required for TLS mode {mode} with certificate files")
-    if protocol == "HTTPS" and mode == "PASSTHROUGH":
-        out.error(join(path, "tls.mode"), "PASSTHROUGH needs protocol TLS (HTTPS terminates TLS)")
+    if protocol == "HTTPS" and mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+        out.error(join(path, "tls.mode"), f"{mode} needs protocol TLS (HTTPS terminates TLS)")
     if mode == "ISTIO_MUTUAL" and tls.get("credentialName"):
         out.error(join(path, "tls.credentialName"), "ISTIO_MUTUAL uses the gateway's workload certificate")
-    if protocol in ("HTTPS", "TLS") and mode == "AUTO_PASSTHROUGH":
-        out.warn(join(path, "tls.mode"), f"{mode} is not served by Mizzen yet; this server is left out")
 
 
 # Istio's Port (a Gateway server's, a Sidecar ingress listener's): a number and a protocol.

@@ -316,6 +316,9 @@ class _Build:
     def _l4(self, port: int, servers: list[tuple[Gateway, Server]], *, tls: bool) -> None:
         chains: list[l4.TcpChain] = []
         for gw, server in servers:
+            if server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH":
+                chains += self._auto_passthrough(gw, server)
+                continue
             client = l4.Client(gw.meta.namespace, self.labels, gw.name)
             for vs in _bound(self.snapshot, gw):
                 if not _served_hosts(server, vs):
@@ -339,6 +342,31 @@ class _Build:
         listener = l4.listener("0.0.0.0", port, merged)
         listener.ClearField("bind_to_port")  # a gateway binds its ports itself
         self._put(LISTENER, listener.name, listener)
+
+    def _auto_passthrough(self, gw: Gateway, server: Server) -> list[l4.TcpChain]:
+        """AUTO_PASSTHROUGH (an east-west gateway): no VirtualService; the SNI a client's sidecar sends
+        for mesh mTLS, ``outbound_.<port>_.<subset>_.<host>``, names the cluster, and the bytes go there
+        untouched (the endpoint's sidecar ends the client's mTLS). One chain per service port and subset
+        the gateway's namespace can see within the server's hosts."""
+        namespace = gw.meta.namespace
+        out = []
+        for host, svc in sorted(self.reg.services.items()):
+            if not visible_to(svc.export_to, namespace) or svc.resolution != "EDS":
+                continue
+            if not any(
+                sh.namespace in ("*", svc.namespace) and host_matches(sh.host, host) for sh in server.hosts
+            ):
+                continue
+            dr = self.reg.destination_rule_for(host, namespace, svc.namespace)
+            subsets = [s.name for s in dr.subsets] if dr is not None else []
+            for port in svc.ports:
+                if port.protocol in (MeshProtocol.UDP, MeshProtocol.SCTP):
+                    continue
+                for subset in (None, *subsets):
+                    # The SNI names the cluster too: the scope's SNI-DNAT twin (ScopeKey.sni_dnat).
+                    sni = security.outbound_sni(port.port, subset, host)
+                    out.append(l4.TcpChain(sni, ((sni, 1),), sni=(sni,)))
+        return out
 
 
 def _listener(port: int, chains: list[listener_components_pb2.FilterChain]) -> listener_pb2.Listener:

@@ -12,6 +12,8 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 
@@ -115,6 +117,28 @@ class ScopeView:
         built = {name: r.version for name, r in self.resources[type_url].items()}
         self._version_maps[type_url] = (self.generation, built)
         return built
+
+    @staticmethod
+    def _sni_dnat(
+        res: ResourceMap, cluster: Any, cla: Any, port: int, subset: str | None, svc: MeshService
+    ) -> None:
+        """Istio's SNI-DNAT twin of an outbound cluster, for a gateway's AUTO_PASSTHROUGH servers: named by
+        the SNI a client's sidecar sends (``outbound_.<port>_.<subset>_.<host>``), the same endpoints and
+        policies, no TLS of its own -- the bytes are already the client's mTLS to the endpoint."""
+        sni = security.outbound_sni(port, subset, svc.hostname)
+        twin = cluster_pb2.Cluster()
+        twin.CopyFrom(cluster)
+        twin.name = sni
+        twin.ClearField("transport_socket")
+        twin.ClearField("transport_socket_matches")
+        if twin.HasField("eds_cluster_config"):
+            twin.eds_cluster_config.service_name = sni
+        res[CLUSTER][sni] = make_resource(CLUSTER, sni, twin)
+        if cla is not None:
+            assignment = endpoint_pb2.ClusterLoadAssignment()
+            assignment.CopyFrom(cla)
+            assignment.cluster_name = sni
+            res[ENDPOINT][sni] = make_resource(ENDPOINT, sni, assignment)
 
     # -- inputs of a host bundle --
     def _inputs(self, reg: Registry, scope: Scope, svc: MeshService) -> tuple[Any, ...]:
@@ -239,6 +263,10 @@ class ScopeView:
                             cpol.apply_failover_priority(cla, labels, where, self.key.labels, priority)
                     res[ENDPOINT][name] = make_resource(ENDPOINT, name, cla)
                 res[CLUSTER][name] = make_resource(CLUSTER, name, cluster)
+                if self.key.sni_dnat:
+                    self._sni_dnat(
+                        res, cluster, cla if svc.resolution == "EDS" else None, port.port, subset, svc
+                    )
             if self.key.router:
                 continue  # a gateway's listeners and routes come from its Gateways (controller.xds.gateway)
             ctx = rds.RouteContext(
@@ -610,6 +638,8 @@ class Translator:
                 )
             elif kind == "Pod":
                 pods.add(change.key)
+            elif kind == "Gateway":
+                rescoped = None  # which gateways need SNI-DNAT clusters (AUTO_PASSTHROUGH) may have changed
             elif kind in ("Telemetry", "MeshConfig"):
                 # Telemetry is resolved per workload into scope keys (outbound) and inbound listeners.
                 rescoped = None

@@ -31,6 +31,9 @@ class ScopeKey(NamedTuple):
     router: bool = False
     # What the Telemetry API and the mesh config put into its outbound HCMs (controller.model.telemetry).
     telemetry: TelemetrySettings | None = None
+    # A gateway with an AUTO_PASSTHROUGH server: every cluster also comes as Istio's "SNI-DNAT" twin,
+    # named by the mesh SNI and without TLS origination (the client's own mTLS passes through it).
+    sni_dnat: bool = False
 
 
 # (the VirtualService and DestinationRule maps it was computed from, keys)
@@ -105,6 +108,17 @@ def scope_of(snapshot: MeshSnapshot, node: ProxyNode) -> ScopeKey:
         node.locality,
         node.type == "router",
         None if node.proxyless else resolve_cached(snapshot, node.namespace, labels, CLIENT),
+        node.type == "router" and _auto_passthrough(snapshot, labels),
+    )
+
+
+def _auto_passthrough(snapshot: MeshSnapshot, labels: FrozenMap[str]) -> bool:
+    """Whether a Gateway selecting these labels has an AUTO_PASSTHROUGH server."""
+    return any(
+        server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH"
+        for gw in snapshot.objects("Gateway")
+        if labels.matches(gw.selector)
+        for server in gw.servers
     )
 
 

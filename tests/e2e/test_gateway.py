@@ -45,6 +45,9 @@ spec:
   - port: {number: 8445, name: https-mutual, protocol: HTTPS}
     hosts: [partner.example.com]
     tls: {mode: MUTUAL, credentialName: mutual-cert, subjectAltNames: ["spiffe://partner.example/ns/shop/sa/buyer"]}
+  - port: {number: 15443, name: tls-eastwest, protocol: TLS}
+    hosts: ["*.local"]
+    tls: {mode: AUTO_PASSTHROUGH}
   - port: {number: 9443, name: tls-db, protocol: TLS}
     hosts: [db.example.com]
     tls: {mode: SIMPLE, credentialName: secure-cert}
@@ -271,6 +274,20 @@ def test_tls_passthrough_by_sni(mesh: SmallMesh) -> None:
     assert [a.split(" saw ")[0] for a in answers] == ["tls-a"] * 3
     other = mesh.stream("browser", mesh.ip("ingress"), 8443, sni="else.example.com")[0]
     assert "saw" not in other  # no route for that name: the connection is closed
+
+
+def test_auto_passthrough_routes_by_the_mesh_sni(mesh: SmallMesh) -> None:
+    # An east-west gateway: no VirtualService; the SNI a client's sidecar would send for mesh mTLS names
+    # the service port, and the bytes (TLS end to end with the app here) pass through untouched.
+    sni = "outbound_.8443_._.tls-a.default.svc.cluster.local"
+    answer = mesh.stream("browser", mesh.ip("ingress"), 15443, sni=sni, send="hello")[0]
+    assert answer.startswith("tls-a saw "), answer
+    unknown = "outbound_.8443_._.nothing.default.svc.cluster.local"
+    assert not mesh.stream("browser", mesh.ip("ingress"), 15443, sni=unknown)[0].startswith("tls-a")
+    # The gateway got the SNI-named twins of the clusters (without TLS of their own); sidecars did not.
+    twin = mesh.controller_dump("ingress")["CDS"][sni]
+    assert "transport_socket" not in twin and "transport_socket_matches" not in twin, twin
+    assert sni not in mesh.controller_dump("client")["CDS"]
 
 
 def test_tcp_server(mesh: SmallMesh) -> None:

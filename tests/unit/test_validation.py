@@ -251,10 +251,12 @@ def test_gateway_tls_modes() -> None:
         "ISTIO_MUTUAL uses the gateway's workload certificate"
     ]
     assert gw("TLS", {"mode": "MUTUAL", "credentialName": "c"}, "warning") == []  # TCP after termination
-    # What is not served yet says so, and the server is left out rather than served differently.
-    assert gw("TLS", {"mode": "AUTO_PASSTHROUGH"}, "warning") == [
-        "Gateway default/gw: servers[0].tls.mode: "
-        "AUTO_PASSTHROUGH is not served by Mizzen yet; this server is left out"
+    assert (
+        gw("TLS", {"mode": "AUTO_PASSTHROUGH"}) == []
+        and gw("TLS", {"mode": "AUTO_PASSTHROUGH"}, "warning") == []
+    )
+    assert gw("HTTPS", {"mode": "AUTO_PASSTHROUGH"}) == [
+        "Gateway default/gw: servers[0].tls.mode: AUTO_PASSTHROUGH needs protocol TLS (HTTPS terminates TLS)"
     ]
 
 
