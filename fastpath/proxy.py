@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from fastpath import config as cfgmod
-from fastpath import sniff
+from fastpath import sniff, tap
 from fastpath.clusters import ClusterManager
 from fastpath.config.listeners import FilterChainConfig, ListenerConfig
 from fastpath.http_conn import DownstreamConnection
@@ -394,6 +394,8 @@ class Proxy:
         add("istio_tcp_sent_bytes_total", reporter, name, "-", sent, principal=principal)
         if session.response_flags != "-":
             self.stats.named[f"cluster.{name}.upstream_cx_connect_fail"] += 1
+        if tap.SESSIONS:  # someone is tapping: a TCP connection is a line too
+            tap.offer_connection(session)
         tcp = session.chain.tcp_proxy if session.chain is not None else None
         if tcp is not None and tcp.access_logs:
             record = TcpRecord(session)

@@ -1,4 +1,5 @@
-"""Live tap: a line per finished request, for whoever is watching, filtered in the sidecar.
+"""Live tap: a line per finished request (and TCP connection), for whoever is watching, filtered in the
+sidecar.
 
 Nothing is recorded while no one taps: the request path pays one check (``SESSIONS`` is empty). A session
 says what it wants (destination, path prefix, method), how many events a second at most and for how long;
@@ -62,6 +63,12 @@ class TapFilter:
                 self.to, (head.host or b"").decode("latin-1")
             )
         return True
+
+    def matches_connection(self, destination: str) -> bool:
+        """A TCP connection (no method or path): only a destination filter can take it."""
+        if self.path or self.method:
+            return False
+        return not self.to or _host_matches(self.to, destination)
 
 
 def _host_matches(want: str, host: str) -> bool:
@@ -186,6 +193,46 @@ def describe(ex: Any) -> dict[str, Any]:
         "trace_id": tracing.trace_id_of(ex),
         "request_id": ex.request_id.decode("latin-1") if ex.request_id is not None else "",
     }
+
+
+def offer_connection(session: Any) -> None:
+    """A finished TCP connection (fastpath.tcp_proxy.TcpSession), for sessions that may see it."""
+    info = session.info
+    parts = str(info.get("cluster") or "").split("|")
+    destination = parts[3] if len(parts) == 4 else ""
+    event: dict[str, Any] | None = None
+    for watcher in list(SESSIONS):
+        if not watcher.filter.matches_connection(destination or str(info.get("upstream") or "")):
+            continue
+        watcher.seen += 1
+        if not watcher.admit():
+            continue
+        if event is None:
+            outbound = info.get("reporter") == "source"
+            me = tracing.NODE.identity
+            peer = str(info.get("peer") or "")
+            event = {
+                "time": session.start_wall,
+                "proxy": tracing.NODE.node_id,
+                "workload": me.workload,
+                "namespace": me.namespace,
+                "direction": "outbound" if outbound else "inbound",
+                "source": me.workload if outbound else peer.rsplit(":", 1)[0],
+                "source_principal": "" if outbound else str(info.get("principal") or ""),
+                "destination": (destination or str(info.get("upstream") or "")) if outbound else me.workload,
+                "upstream": str(info.get("upstream") or ""),
+                "authority": "",
+                "method": "TCP",  # a connection, not a request: no path, status 0 (as Envoy logs one)
+                "path": "",
+                "status": 0,
+                "latency_ms": round(((session.ended or time.monotonic()) - session.started) * 1000.0, 3),
+                "flags": session.response_flags,
+                "bytes_received": session.bytes_received,
+                "bytes_sent": session.bytes_sent,
+                "trace_id": "",
+                "request_id": "",
+            }
+        watcher.queue.put_nowait(event)
 
 
 def active() -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ def format_line(event: dict[str, Any]) -> str:
     trace = event.get("trace_id") or "-"
     return (
         f"{when} {event.get('source') or '-'} → {event.get('destination') or '-'} "
-        f"{event.get('method')} {event.get('path')} {event.get('status')} "
+        f"{event.get('method')} {event.get('path') or '-'} {event.get('status')} "
         f"{event.get('latency_ms')}ms {event.get('flags') or '-'} trace={trace}"
     )
 

@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 from support import rawhttp
-from support.envoy import bootstrap, http_chain, http_listener, route, route_config, static_cluster, vhost
+from support.envoy import (
+    addr,
+    bootstrap,
+    http_chain,
+    http_listener,
+    route,
+    route_config,
+    static_cluster,
+    tcp_chain,
+    vhost,
+)
 from support.proxyproc import ProxyProcess, free_port, http_get
 from support.upstream import Upstream
 
@@ -155,3 +165,45 @@ def test_bad_parameters_are_refused(proxy: tuple[ProxyProcess, int]) -> None:
         assert w.resp.status == 400, query
         w.close()
     assert sessions(p) == []
+
+
+def test_tcp_connections_are_tapped_as_lines(tmp_path: Path) -> None:
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = echo.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(conn.recv(100)[::-1])
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = free_port()
+    listener = {"name": "tcp", "address": addr("127.0.0.1", port), "filter_chains": [tcp_chain("echo")]}
+    p = ProxyProcess(
+        tmp_path, bootstrap([listener], [static_cluster("echo", ("127.0.0.1", echo.getsockname()[1]))])
+    )
+    try:
+        p.wait_ready()
+        http_only = Watcher(p, "path=/x&duration=60")  # asks for HTTP paths: a connection has none
+        everything = Watcher(p, "duration=60")
+        wait_sessions(p, 2)
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(b"hello")
+            assert c.recv(100) == b"olleh"
+        [line] = everything.wait_lines(1)
+        assert (line["method"], line["status"], line["flags"]) == ("TCP", 0, "-")
+        assert (line["bytes_received"], line["bytes_sent"]) == (5, 5)
+        assert line["upstream"] == f"127.0.0.1:{echo.getsockname()[1]}" and line["latency_ms"] >= 0
+        time.sleep(0.3)
+        assert http_only.lines == []
+        http_only.close()
+        everything.close()
+        wait_sessions(p, 0)
+    finally:
+        p.stop()
+        echo.close()
