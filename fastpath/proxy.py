@@ -156,21 +156,22 @@ class Proxy:
                 owner[id(chain.http if chain.http is not None else chain)] = lst.fingerprint
         kept = set(owner.values())
         previous = self._chain_owner
-        for conn in list(self.http_connections):
-            key = id(conn.hcm)
+
+        def listener_of(chain: Any) -> bytes | None:
+            """The content of the listener a connection's chain came from (kept while it lives)."""
+            key = id(chain)
             fingerprint = owner.get(key, previous.get(key))
-            if fingerprint is None:
-                continue
-            owner[key] = fingerprint
-            if fingerprint not in kept:
+            if fingerprint is not None:
+                owner[key] = fingerprint
+            return fingerprint
+
+        for conn in list(self.http_connections):
+            fingerprint = listener_of(conn.hcm)
+            if fingerprint is not None and fingerprint not in kept:
                 conn.drain()
         for session in list(self.sessions):
-            key = id(session.chain)
-            fingerprint = owner.get(key, previous.get(key))
-            if fingerprint is None:
-                continue
-            owner[key] = fingerprint
-            if fingerprint not in kept and not session.draining:
+            fingerprint = listener_of(session.chain)
+            if fingerprint is not None and fingerprint not in kept and not session.draining:
                 session.draining = True
                 self.loop.call_later(self.drain_time_s, session.close)
         self._chain_owner = owner

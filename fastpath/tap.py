@@ -225,7 +225,7 @@ def offer_connection(session: Any) -> None:
                 "method": "TCP",  # a connection, not a request: no path, status 0 (as Envoy logs one)
                 "path": "",
                 "status": 0,
-                "latency_ms": round(((session.ended or time.monotonic()) - session.started) * 1000.0, 3),
+                "latency_ms": round(session.duration * 1000.0, 3),
                 "flags": session.response_flags,
                 "bytes_received": session.bytes_received,
                 "bytes_sent": session.bytes_sent,

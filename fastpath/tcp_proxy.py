@@ -123,6 +123,11 @@ class TcpSession:
         self.on_done(self)
 
     @property
+    def duration(self) -> float:
+        """Seconds from accept to close (to now while open)."""
+        return (self.ended or time.monotonic()) - self.started
+
+    @property
     def bytes_received(self) -> int:
         """From downstream (Istio's istio_tcp_received_bytes_total)."""
         return self.downstream.received
@@ -161,7 +166,7 @@ class TcpRecord:
     def __init__(self, session: TcpSession) -> None:
         info = session.info
         self.start_time = session.start_wall
-        self.duration_ms = int(((session.ended or time.monotonic()) - session.started) * 1000)
+        self.duration_ms = int(session.duration * 1000)
         self.response_flags = session.response_flags
         self.bytes_received = session.bytes_received
         self.bytes_sent = session.bytes_sent
